@@ -1,0 +1,262 @@
+"""On-disk content-addressed store.
+
+Layout: ``<root>/blobs/<first two hex chars>/<hash>``; temp files in ``<root>/tmp``. Writes are
+atomic (temp file, fsync-free rename) so any number of processes may write at once: two writers
+of the same blob produce the same bytes and the last rename wins harmlessly. Every read hashes
+what it reads; a blob whose bytes do not match its name is deleted and reported as a miss
+(``CorruptBlob``), never served. A blob's mtime is its last use, which drives LRU eviction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import blake3
+
+from distbuild.cas.digest import CHUNK, Digest, digest_bytes
+from distbuild.errors import BlobNotFound, CorruptBlob
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: Digest
+    last_used: float
+
+
+@dataclass
+class GcReport:
+    removed: int = 0
+    freed_bytes: int = 0
+    remaining_bytes: int = 0
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    corrupt: list[str] = field(default_factory=list)
+
+
+class BlobStore(Protocol):
+    """What every CAS backend (local disk, remote gRPC) offers."""
+
+    def contains(self, digest: Digest) -> bool: ...
+
+    def find_missing(self, digests: Iterable[Digest]) -> list[Digest]: ...
+
+    def put_bytes(self, data: bytes) -> Digest: ...
+
+    def put_file(self, path: str | Path) -> Digest: ...
+
+    def get_bytes(self, digest: Digest) -> bytes: ...
+
+    def copy_to(self, digest: Digest, dest: str | Path, mode: int = 0o644) -> None: ...
+
+
+class LocalCAS:
+    """A BLAKE3 content-addressed store in a local directory."""
+
+    def __init__(self, root: str | Path, max_size: int = 10 << 30, gc_target: float = 0.8):
+        self.root = Path(root)
+        self.max_size = max_size
+        self.gc_target = gc_target
+        self._blobs = self.root / "blobs"
+        self._tmp = self.root / "tmp"
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    # -- paths -----------------------------------------------------------------------------
+    def path_of(self, digest: Digest) -> Path:
+        return self._blobs / digest.hash[:2] / digest.hash
+
+    def _tempfile(self) -> tuple[int, str]:
+        return tempfile.mkstemp(dir=self._tmp, prefix="put-")
+
+    def _commit(self, tmp: str, digest: Digest) -> None:
+        final = self.path_of(digest)
+        final.parent.mkdir(exist_ok=True)
+        os.replace(tmp, final)
+
+    # -- writes ----------------------------------------------------------------------------
+    def put_bytes(self, data: bytes) -> Digest:
+        """Store ``data``; returns its digest."""
+        digest = digest_bytes(data)
+        if self._touch(digest):
+            return digest
+        fd, tmp = self._tempfile()
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        self._commit(tmp, digest)
+        return digest
+
+    def put_stream(self, stream: BinaryIO, expected: Digest | None = None) -> Digest:
+        """Store a stream, hashing as it is copied; refuse it if ``expected`` differs."""
+        fd, tmp = self._tempfile()
+        hasher, size = blake3.blake3(), 0
+        try:
+            with os.fdopen(fd, "wb") as f:
+                while chunk := stream.read(CHUNK):
+                    hasher.update(chunk)
+                    size += len(chunk)
+                    f.write(chunk)
+            digest = Digest(hasher.hexdigest(), size)
+            if expected is not None and digest != expected:
+                raise CorruptBlob(f"uploaded bytes hash to {digest}, not the claimed {expected}")
+            if self._touch(digest):
+                os.unlink(tmp)
+            else:
+                self._commit(tmp, digest)
+            return digest
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def put_file(self, path: str | Path) -> Digest:
+        """Store a file's contents, streamed."""
+        with open(path, "rb") as f:
+            return self.put_stream(f)
+
+    # -- reads -----------------------------------------------------------------------------
+    def contains(self, digest: Digest) -> bool:
+        """Cheap presence check (size only; contents are verified when read)."""
+        try:
+            return self.path_of(digest).stat().st_size == digest.size
+        except OSError:
+            return False
+
+    def find_missing(self, digests: Iterable[Digest]) -> list[Digest]:
+        return [d for d in digests if not self.contains(d)]
+
+    def _touch(self, digest: Digest) -> bool:
+        """Mark a blob used now; False if absent."""
+        try:
+            os.utime(self.path_of(digest))
+            return self.contains(digest)
+        except OSError:
+            return False
+
+    def _corrupt(self, digest: Digest, why: str) -> CorruptBlob:
+        path = self.path_of(digest)
+        log.warning("CAS blob %s is corrupt (%s); removed", digest, why)
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return CorruptBlob(f"blob {digest} was corrupt ({why}) and has been removed")
+
+    def open_verified(self, digest: Digest) -> Iterator[bytes]:
+        """Yield a blob's chunks; raises CorruptBlob at the end if the bytes do not match.
+
+        Callers must not commit what they read until the iterator is exhausted.
+        """
+        path = self.path_of(digest)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {digest} is not in {self.root}") from None
+        with f:
+            hasher, size = blake3.blake3(), 0
+            while chunk := f.read(CHUNK):
+                hasher.update(chunk)
+                size += len(chunk)
+                yield chunk
+        if size != digest.size or hasher.hexdigest() != digest.hash:
+            raise self._corrupt(digest, f"read {size} bytes hashing to {hasher.hexdigest()[:16]}")
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+
+    def get_bytes(self, digest: Digest) -> bytes:
+        """A whole blob, verified."""
+        return b"".join(self.open_verified(digest))
+
+    def copy_to(self, digest: Digest, dest: str | Path, mode: int = 0o644) -> None:
+        """Write a verified copy of a blob to ``dest`` atomically (temp file + rename)."""
+        dest = Path(dest)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in self.open_verified(digest):
+                    out.write(chunk)
+            os.chmod(tmp, mode)
+            os.replace(tmp, dest)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    # -- maintenance -----------------------------------------------------------------------
+    def list(self) -> Iterator[BlobInfo]:
+        """Every blob with its last-use time (unordered)."""
+        for shard in self._blobs.iterdir():
+            if not shard.is_dir():
+                continue
+            for entry in os.scandir(shard):
+                try:
+                    st = entry.stat()
+                    yield BlobInfo(Digest(entry.name, st.st_size), st.st_mtime)
+                except (OSError, ValueError):
+                    continue
+
+    def total_size(self) -> int:
+        return sum(b.digest.size for b in self.list())
+
+    def gc(self, max_size: int | None = None) -> GcReport:
+        """Evict least recently used blobs until the store is under ``gc_target * max_size``."""
+        cap = self.max_size if max_size is None else max_size
+        blobs = sorted(self.list(), key=lambda b: b.last_used)
+        total = sum(b.digest.size for b in blobs)
+        report = GcReport(remaining_bytes=total)
+        if total <= cap:
+            return report
+        target = int(cap * self.gc_target)
+        for blob in blobs:
+            if report.remaining_bytes <= target:
+                break
+            try:
+                self.path_of(blob.digest).unlink()
+            except OSError:
+                continue
+            report.removed += 1
+            report.freed_bytes += blob.digest.size
+            report.remaining_bytes -= blob.digest.size
+        self._clean_tmp()
+        return report
+
+    def _clean_tmp(self, older_than: float = 3600.0) -> None:
+        cutoff = time.time() - older_than
+        for entry in os.scandir(self._tmp):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+
+    def verify(self) -> VerifyReport:
+        """Re-hash every blob; corrupt ones are removed and listed."""
+        report = VerifyReport()
+        for blob in list(self.list()):
+            report.checked += 1
+            try:
+                for _ in self.open_verified(blob.digest):
+                    pass
+            except CorruptBlob:
+                report.corrupt.append(str(blob.digest))
+            except BlobNotFound:
+                pass
+        return report
+
+    def clear(self) -> None:
+        shutil.rmtree(self._blobs, ignore_errors=True)
+        self._blobs.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,77 @@
+"""``cargo-distbuild`` entry point.
+
+Cargo runs a subcommand ``cargo distbuild X`` as ``cargo-distbuild distbuild X``; the leading
+``distbuild`` is dropped. With no command at all, the interactive REPL starts.
+
+Each command group lives in its own module with a ``register(subparsers)`` function that adds
+its parsers and sets ``func``; a command returns its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from distbuild import __version__
+from distbuild.errors import DistbuildError
+
+# Command modules, in help order. Each exposes register(subparsers).
+COMMAND_MODULES = (
+    "distbuild.cli.build",
+    "distbuild.cli.stats",
+    "distbuild.cli.cas",
+    "distbuild.cli.master",
+)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cargo-distbuild",
+        description="Distributed compilation and content-addressed caching for Rust. "
+        "Run with no command for an interactive shell.",
+    )
+    parser.add_argument("--version", action="version", version=f"cargo-distbuild {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["distbuild"]:
+        args_list = args_list[1:]
+    if not args_list:
+        try:
+            from distbuild.cli.repl import run_repl
+        except ImportError:
+            build_parser().print_help()
+            return EXIT_USAGE
+        return run_repl()
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(func(args) or 0)
+    except DistbuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

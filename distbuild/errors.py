@@ -1,0 +1,85 @@
+"""The one exception tree of cargo-distbuild.
+
+::
+
+    DistbuildError
+    ├── ConfigError            config.toml or an environment override is invalid
+    ├── InvalidRequest         malformed input from a client (refused, nothing stored)
+    │   ├── InvalidDigest      not "<64 hex>/<size>" or size out of range
+    │   └── PathEscape         a path would leave its sandbox ("..", absolute, symlink out)
+    ├── CasError
+    │   ├── BlobNotFound       the store does not hold the blob
+    │   └── CorruptBlob        the bytes do not match their digest (removed, never served)
+    ├── ExecutionError         an action could not be run (infrastructure, not a compile error)
+    │   ├── ExecutorUnavailable  e.g. no Docker engine, wasmtime missing
+    │   ├── ActionTimeout      killed after its deadline
+    │   └── ActionCancelled
+    └── RemoteError            talking to a scheduler / worker / remote CAS failed
+        ├── Unavailable        not reachable
+        └── AuthError          token missing or wrong
+
+Expected outcomes (a cache miss, "not cacheable", "not a compilation") are return values,
+never exceptions.
+"""
+
+from __future__ import annotations
+
+
+class DistbuildError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(DistbuildError):
+    """The configuration is invalid; the message names the key and the file."""
+
+
+class InvalidRequest(DistbuildError):
+    """A request is malformed and was refused without side effects."""
+
+
+class InvalidDigest(InvalidRequest):
+    """A digest string or size is malformed."""
+
+
+class PathEscape(InvalidRequest):
+    """A path would escape the directory it must stay in."""
+
+
+class CasError(DistbuildError):
+    """Content-addressed storage failure."""
+
+
+class BlobNotFound(CasError):
+    """The blob is not in the store."""
+
+
+class CorruptBlob(CasError):
+    """Stored or received bytes do not hash to their digest."""
+
+
+class ExecutionError(DistbuildError):
+    """An action could not be executed for a reason other than its own exit code."""
+
+
+class ExecutorUnavailable(ExecutionError):
+    """The executor's backend (Docker engine, wasmtime, toolchain) is missing."""
+
+
+class ActionTimeout(ExecutionError):
+    """The action ran past its deadline and was killed."""
+
+
+class ActionCancelled(ExecutionError):
+    """The action was cancelled and its process killed."""
+
+
+class RemoteError(DistbuildError):
+    """A remote service failed."""
+
+
+class Unavailable(RemoteError):
+    """The remote service could not be reached."""
+
+
+class AuthError(RemoteError):
+    """The remote service refused our credentials."""

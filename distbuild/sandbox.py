@@ -1,0 +1,30 @@
+"""Keeping paths inside their sandbox: every action path goes through here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+from distbuild.errors import PathEscape
+
+
+def check_relative(path: str) -> PurePosixPath:
+    """Validate a sandbox-relative path: not absolute, no ``..``, no empty or NUL parts."""
+    if "\x00" in path:
+        raise PathEscape(f"path contains a NUL byte: {path!r}")
+    p = PurePosixPath(path)
+    if p.is_absolute():
+        raise PathEscape(f"absolute path not allowed in an action: {path!r}")
+    if any(part == ".." for part in p.parts):
+        raise PathEscape(f"path escapes its sandbox with '..': {path!r}")
+    return p
+
+
+def resolve_inside(root: Path, path: str) -> Path:
+    """``root / path``, refusing anything (including symlinks) that resolves outside ``root``."""
+    rel = check_relative(path)
+    real_root = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(real_root / rel))
+    if target != real_root and real_root not in target.parents:
+        raise PathEscape(f"path {path!r} resolves outside the sandbox (to {target})")
+    return target
