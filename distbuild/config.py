@@ -73,6 +73,7 @@ class WorkerConfig:
     memory_limit: str = "4g"  # docker/wasm memory cap per action
     cpu_limit: float = 0.0  # docker CPUs per action; 0 = unlimited
     pids_limit: int = 512
+    wasm_fuel: int = 100_000_000_000  # wasm instructions per action unless the action says less
 
 
 @dataclass(frozen=True)
