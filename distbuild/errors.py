@@ -6,7 +6,9 @@
     ├── ConfigError            config.toml or an environment override is invalid
     ├── InvalidRequest         malformed input from a client (refused, nothing stored)
     │   ├── InvalidDigest      not "<64 hex>/<size>" or size out of range
-    │   └── PathEscape         a path would leave its sandbox ("..", absolute, symlink out)
+    │   ├── PathEscape         a path would leave its sandbox ("..", absolute, symlink out)
+    │   ├── BlobTooLarge       a blob above the store's size cap
+    │   └── UnknownJob         no job with that id
     ├── CasError
     │   ├── BlobNotFound       the store does not hold the blob
     │   └── CorruptBlob        the bytes do not match their digest (removed, never served)
@@ -16,7 +18,9 @@
     │   └── ActionCancelled
     └── RemoteError            talking to a scheduler / worker / remote CAS failed
         ├── Unavailable        not reachable
-        └── AuthError          token missing or wrong
+        │   └── NoSuitableWorker  no live worker matches the action's platform
+        ├── AuthError          token missing or wrong
+        └── JobFailed          a remote job could not be run (infrastructure, after retries)
 
 Expected outcomes (a cache miss, "not cacheable", "not a compilation") are return values,
 never exceptions.
@@ -43,6 +47,14 @@ class InvalidDigest(InvalidRequest):
 
 class PathEscape(InvalidRequest):
     """A path would escape the directory it must stay in."""
+
+
+class BlobTooLarge(InvalidRequest):
+    """A blob is larger than the store accepts."""
+
+
+class UnknownJob(InvalidRequest):
+    """No job has this id."""
 
 
 class CasError(DistbuildError):
@@ -83,3 +95,11 @@ class Unavailable(RemoteError):
 
 class AuthError(RemoteError):
     """The remote service refused our credentials."""
+
+
+class NoSuitableWorker(Unavailable):
+    """No live worker matches the action's platform (executor, toolchain, os/arch)."""
+
+
+class JobFailed(RemoteError):
+    """A remote job failed for a reason other than its exit code (after any retries)."""

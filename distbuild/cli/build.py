@@ -1,9 +1,91 @@
-"""Placeholder: filled in by the core work."""
+"""``cargo-distbuild build|check|test [--workspace-only] [CARGO ARGS...]``.
+
+Runs Cargo with the shim as RUSTC_WRAPPER (or RUSTC_WORKSPACE_WRAPPER with
+``--workspace-only``), then prints what the cache did during this build.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+import subprocess
+import time
 from typing import Any
+
+from rich.table import Table
+
+from distbuild.cli.render import err_console
+from distbuild.config import load_config
+from distbuild.errors import Unavailable
+from distbuild.master import client
+
+CARGO_COMMANDS = ("build", "check", "test")
 
 
 def register(sub: Any) -> None:
-    pass
+    for name in CARGO_COMMANDS:
+        p = sub.add_parser(
+            name, help=f"cargo {name} through the cache (extra arguments go to cargo)",
+            description=f"Run `cargo {name} ARGS...` with every rustc invocation going through "
+            "cargo-distbuild, then print a summary. Unknown options are passed to cargo.",
+        )
+        p.add_argument("--workspace-only", action="store_true",
+                       help="wrap only workspace members (RUSTC_WORKSPACE_WRAPPER)")
+        p.add_argument("--no-summary", action="store_true", help="do not print the summary")
+        p.set_defaults(func=cmd_cargo, cargo_command=name, accepts_extra=True)
+
+
+def cmd_cargo(args: argparse.Namespace) -> int:
+    cfg = load_config()
+    shim = client.install_fast_shim(cfg)
+    try:
+        client.ensure_running(cfg)
+        before = client.stats(cfg)
+    except Unavailable as e:
+        err_console.print(f"[yellow]warning:[/yellow] {e}; every rustc falls back to itself")
+        before = None
+    env = dict(os.environ)
+    var = "RUSTC_WORKSPACE_WRAPPER" if args.workspace_only else "RUSTC_WRAPPER"
+    env[var] = str(shim)
+    env["DISTBUILD_HOME"] = str(cfg.home)
+    start = time.monotonic()
+    code = subprocess.call(["cargo", args.cargo_command, *args.extra], env=env)
+    elapsed = time.monotonic() - start
+    if before is not None and not args.no_summary:
+        try:
+            print_summary(before, client.stats(cfg), elapsed)
+        except Unavailable:
+            pass
+    return code
+
+
+def _delta(before: dict[str, Any], after: dict[str, Any], key: str) -> int:
+    return int(after.get(key, 0)) - int(before.get(key, 0))
+
+
+def print_summary(before: dict[str, Any], after: dict[str, Any], elapsed: float) -> None:
+    d = {k: _delta(before, after, k) for k in (
+        "compile_requests", "cache_hits", "cache_misses", "executed_local", "executed_remote",
+        "fallbacks")}
+    not_cacheable = {
+        reason: n - before.get("not_cacheable", {}).get(reason, 0)
+        for reason, n in after.get("not_cacheable", {}).items()
+        if n - before.get("not_cacheable", {}).get(reason, 0)
+    }
+    saved = float(after.get("time_saved_s", 0.0)) - float(before.get("time_saved_s", 0.0))
+    table = Table(title=f"cargo-distbuild: {elapsed:.1f} s", title_justify="left",
+                  show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    hits = d["cache_hits"]
+    total = d["compile_requests"]
+    rate = f" ({100 * hits / total:.0f}%)" if total else ""
+    table.add_row("compilations", str(total))
+    table.add_row("cache hits", f"[green]{hits}[/green]{rate}")
+    table.add_row("cache misses", str(d["cache_misses"]))
+    table.add_row("executed locally / remotely", f"{d['executed_local']} / {d['executed_remote']}")
+    table.add_row("fallbacks", f"[yellow]{d['fallbacks']}[/yellow]" if d["fallbacks"] else "0")
+    for reason, n in sorted(not_cacheable.items()):
+        table.add_row(f"not cacheable ({reason})", str(n))
+    table.add_row("time saved", f"{saved:.1f} s")
+    err_console.print(table)

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 from typing import Any
 
+from distbuild.cas import local_cas
 from distbuild.cas.digest import Digest
 from distbuild.cas.store import LocalCAS
 from distbuild.cli.render import console, human_size, print_json, print_table
@@ -13,7 +14,7 @@ from distbuild.config import Config, load_config
 
 
 def local_store(cfg: Config) -> LocalCAS:
-    return LocalCAS(cfg.cas_dir, cfg.cache.max_size, cfg.cache.gc_target)
+    return local_cas(cfg)
 
 
 def register(sub: Any) -> None:

@@ -74,8 +74,3 @@ def make_runner(cfg: Config) -> CompileRunner:
         return RemoteRunner(cfg, fallback=local)  # type: ignore[return-value]
     return local
 
-
-def scrub_jobserver(env: dict[str, str]) -> dict[str, str]:
-    """Drop jobserver variables: their file descriptors do not exist in our process."""
-    return {k: v for k, v in env.items() if k not in ("CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS")}
-

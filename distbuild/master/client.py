@@ -1,0 +1,114 @@
+"""Talking to the local master from CLI commands: start, ping, stats, stop.
+
+Also installs the fast shim: a copy of ``distbuild_wrap`` under ``<home>/bin`` whose shebang
+runs the interpreter with ``-I -S`` (no site-packages scan), which is what
+``cargo distbuild build`` points RUSTC_WRAPPER at. The ``distbuild-wrap`` console script works
+too, only a few milliseconds slower per invocation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from distbuild.config import Config
+from distbuild.errors import Unavailable
+from distbuild.master import protocol
+
+
+def _call(cfg: Config, kind: bytes, timeout: float = 10.0) -> dict[str, Any]:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(str(cfg.socket_path))
+        protocol.write_frame(s, protocol.REQUEST_MAGIC, protocol.encode_request(
+            protocol.Request(kind)))
+        body = protocol.read_frame(s, protocol.REPLY_MAGIC)
+    except OSError as e:
+        raise Unavailable(f"no master at {cfg.socket_path}: {e}") from e
+    finally:
+        s.close()
+    if body[:1] != b"J":
+        raise Unavailable(f"unexpected reply from the master: {body[:20]!r}")
+    result: dict[str, Any] = json.loads(body[1:])
+    return result
+
+
+def ping(cfg: Config) -> int | None:
+    """The master's pid, or None when none is running."""
+    try:
+        return int(_call(cfg, b"P", timeout=2.0)["pid"])
+    except Unavailable:
+        return None
+
+
+def stats(cfg: Config) -> dict[str, Any]:
+    return _call(cfg, b"S")
+
+
+def zero_stats(cfg: Config) -> None:
+    _call(cfg, b"Z")
+
+
+def stop(cfg: Config, timeout: float = 10.0) -> bool:
+    """Ask the master to exit and wait until it has; False if none was running."""
+    pid = ping(cfg)
+    if pid is None:
+        return False
+    _call(cfg, b"Q")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return True
+
+
+def ensure_running(cfg: Config, timeout: float = 15.0) -> int:
+    """Start the master if needed; returns its pid."""
+    pid = ping(cfg)
+    if pid is not None:
+        return pid
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARGO_", "RUSTC"))}
+    with open(cfg.home / "master.log", "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "distbuild.master.daemon"], cwd="/", env=env,
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                         start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = ping(cfg)
+        if pid is not None:
+            return pid
+        time.sleep(0.05)
+    raise Unavailable(f"the master did not start within {timeout:.0f} s; see {cfg.home}/master.log")
+
+
+def install_fast_shim(cfg: Config) -> Path:
+    """Write ``<home>/bin/distbuild-wrap`` (only when its content changed); returns its path."""
+    spec = importlib.util.find_spec("distbuild_wrap")
+    if spec is None or spec.origin is None:
+        raise Unavailable("the distbuild_wrap module is not installed")
+    source = Path(spec.origin).read_text()
+    content = f"#!{sys.executable} -IS\n{source}"
+    path = cfg.home / "bin" / "distbuild-wrap"
+    try:
+        if path.read_text() == content:
+            return path
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".distbuild-wrap.{os.getpid()}")
+    tmp.write_text(content)
+    tmp.chmod(0o755)
+    os.replace(tmp, path)
+    return path

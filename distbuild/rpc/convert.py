@@ -1,0 +1,212 @@
+"""The one place where core dataclasses become protobuf messages and back.
+
+Core code passes the dataclasses of ``distbuild.actions`` and ``distbuild.cas.digest``; the
+services and clients call these functions at the boundary. ``encode_*`` functions produce the
+canonical (deterministic) bytes whose digest names a Command, Directory or Action in the CAS.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from distbuild._proto.v1 import remote_execution_pb2 as re_pb
+from distbuild.actions import (
+    Action,
+    ActionResult,
+    Command,
+    Directory,
+    DirectoryNode,
+    ExecutionMetadata,
+    FileNode,
+    OutputFile,
+    SymlinkNode,
+)
+from distbuild.cas.digest import Digest, digest_bytes
+from distbuild.errors import InvalidDigest, InvalidRequest
+
+Properties = tuple[tuple[str, str], ...]
+
+
+# -- digests ------------------------------------------------------------------------------------
+def digest_to_proto(d: Digest) -> re_pb.Digest:
+    return re_pb.Digest(hash=d.hash, size_bytes=d.size)
+
+
+def digest_from_proto(msg: re_pb.Digest) -> Digest:
+    """Validate and convert; raises InvalidDigest with the offending value in the message."""
+    try:
+        return Digest(msg.hash, msg.size_bytes)
+    except InvalidDigest as e:
+        raise InvalidDigest(f"malformed digest {msg.hash!r}/{msg.size_bytes}: {e}") from None
+
+
+def optional_digest(msg: re_pb.Digest) -> Digest | None:
+    return digest_from_proto(msg) if msg.hash else None
+
+
+# -- platform -----------------------------------------------------------------------------------
+def platform_to_proto(props: Properties) -> re_pb.Platform:
+    return re_pb.Platform(properties=[re_pb.Platform.Property(name=n, value=v)
+                                      for n, v in sorted(props)])
+
+
+def platform_from_proto(msg: re_pb.Platform) -> Properties:
+    return tuple(sorted((p.name, p.value) for p in msg.properties))
+
+
+# -- command, directory, action -----------------------------------------------------------------
+def command_to_proto(c: Command) -> re_pb.Command:
+    return re_pb.Command(
+        arguments=list(c.arguments),
+        environment_variables=[re_pb.Command.EnvironmentVariable(name=k, value=v)
+                               for k, v in sorted(c.environment)],
+        output_paths=sorted(c.output_paths),
+        working_directory=c.working_directory,
+        platform=platform_to_proto(c.platform),
+    )
+
+
+def command_from_proto(msg: re_pb.Command) -> Command:
+    return Command(
+        arguments=tuple(msg.arguments),
+        environment=tuple((e.name, e.value) for e in msg.environment_variables),
+        output_paths=tuple(msg.output_paths),
+        working_directory=msg.working_directory,
+        platform=platform_from_proto(msg.platform),
+    )
+
+
+def directory_to_proto(d: Directory) -> re_pb.Directory:
+    return re_pb.Directory(
+        files=[re_pb.FileNode(name=f.name, digest=digest_to_proto(f.digest),
+                              is_executable=f.is_executable)
+               for f in sorted(d.files, key=lambda f: f.name)],
+        directories=[re_pb.DirectoryNode(name=n.name, digest=digest_to_proto(n.digest))
+                     for n in sorted(d.directories, key=lambda n: n.name)],
+        symlinks=[re_pb.SymlinkNode(name=s.name, target=s.target)
+                  for s in sorted(d.symlinks, key=lambda s: s.name)],
+    )
+
+
+def directory_from_proto(msg: re_pb.Directory) -> Directory:
+    return Directory(
+        files=tuple(FileNode(f.name, digest_from_proto(f.digest), f.is_executable)
+                    for f in msg.files),
+        directories=tuple(DirectoryNode(n.name, digest_from_proto(n.digest))
+                          for n in msg.directories),
+        symlinks=tuple(SymlinkNode(s.name, s.target) for s in msg.symlinks),
+    )
+
+
+def action_to_proto(a: Action) -> re_pb.Action:
+    timeout = duration_pb2.Duration()
+    timeout.FromNanoseconds(int(a.timeout_s * 1e9))
+    return re_pb.Action(
+        command_digest=digest_to_proto(a.command_digest),
+        input_root_digest=digest_to_proto(a.input_root_digest),
+        timeout=timeout, do_not_cache=a.do_not_cache, salt=a.salt.encode(),
+        platform=platform_to_proto(a.platform),
+    )
+
+
+def action_from_proto(msg: re_pb.Action) -> Action:
+    if not msg.HasField("command_digest") or not msg.HasField("input_root_digest"):
+        raise InvalidRequest("an Action needs a command_digest and an input_root_digest")
+    return Action(
+        command_digest=digest_from_proto(msg.command_digest),
+        input_root_digest=digest_from_proto(msg.input_root_digest),
+        timeout_s=msg.timeout.ToNanoseconds() / 1e9, do_not_cache=msg.do_not_cache,
+        salt=msg.salt.decode(errors="replace"), platform=platform_from_proto(msg.platform),
+    )
+
+
+def encode_command(c: Command) -> bytes:
+    return command_to_proto(c).SerializeToString(deterministic=True)
+
+
+def encode_directory(d: Directory) -> bytes:
+    return directory_to_proto(d).SerializeToString(deterministic=True)
+
+
+def encode_action(a: Action) -> bytes:
+    return action_to_proto(a).SerializeToString(deterministic=True)
+
+
+def decode_command(data: bytes) -> Command:
+    return command_from_proto(_parse(re_pb.Command(), data, "Command"))
+
+
+def decode_directory(data: bytes) -> Directory:
+    return directory_from_proto(_parse(re_pb.Directory(), data, "Directory"))
+
+
+def decode_action(data: bytes) -> Action:
+    return action_from_proto(_parse(re_pb.Action(), data, "Action"))
+
+
+_M = TypeVar("_M", re_pb.Command, re_pb.Directory, re_pb.Action)
+
+
+def _parse(msg: _M, data: bytes, what: str) -> _M:
+    try:
+        msg.ParseFromString(data)
+    except Exception as e:  # protobuf raises DecodeError or RuntimeWarning-ish errors
+        raise InvalidRequest(f"blob is not a valid {what} message: {e}") from e
+    return msg
+
+
+def blob_of(encoded: bytes) -> tuple[Digest, bytes]:
+    return digest_bytes(encoded), encoded
+
+
+# -- results ------------------------------------------------------------------------------------
+def _ts(t: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(t * 1e9))
+    return ts
+
+
+def metadata_to_proto(m: ExecutionMetadata) -> re_pb.ExecutedActionMetadata:
+    return re_pb.ExecutedActionMetadata(
+        worker=m.worker, queued_timestamp=_ts(m.queued_at),
+        worker_start_timestamp=_ts(m.started_at),
+        worker_completed_timestamp=_ts(m.completed_at), executor=m.executor,
+        toolchain=m.toolchain, fuel_consumed=m.fuel_consumed,
+    )
+
+
+def metadata_from_proto(msg: re_pb.ExecutedActionMetadata) -> ExecutionMetadata:
+    return ExecutionMetadata(
+        worker=msg.worker, executor=msg.executor,
+        queued_at=msg.queued_timestamp.ToNanoseconds() / 1e9,
+        started_at=msg.worker_start_timestamp.ToNanoseconds() / 1e9,
+        completed_at=msg.worker_completed_timestamp.ToNanoseconds() / 1e9,
+        toolchain=msg.toolchain, fuel_consumed=msg.fuel_consumed,
+    )
+
+
+def result_to_proto(r: ActionResult) -> re_pb.ActionResult:
+    msg = re_pb.ActionResult(
+        output_files=[re_pb.OutputFile(path=o.path, digest=digest_to_proto(o.digest),
+                                       is_executable=o.is_executable)
+                      for o in r.output_files],
+        exit_code=r.exit_code, execution_metadata=metadata_to_proto(r.metadata),
+    )
+    if r.stdout_digest is not None:
+        msg.stdout_digest.CopyFrom(digest_to_proto(r.stdout_digest))
+    if r.stderr_digest is not None:
+        msg.stderr_digest.CopyFrom(digest_to_proto(r.stderr_digest))
+    return msg
+
+
+def result_from_proto(msg: re_pb.ActionResult) -> ActionResult:
+    return ActionResult(
+        output_files=tuple(OutputFile(o.path, digest_from_proto(o.digest), o.is_executable)
+                           for o in msg.output_files),
+        exit_code=msg.exit_code,
+        stdout_digest=optional_digest(msg.stdout_digest),
+        stderr_digest=optional_digest(msg.stderr_digest),
+        metadata=metadata_from_proto(msg.execution_metadata),
+    )

@@ -1,0 +1,118 @@
+"""Exceptions <-> gRPC status codes, in exactly one place.
+
+Servers: ``@guarded`` wraps a servicer method so that a ``DistbuildError`` ends the call with
+the matching status code, the exception's message as details, and the exception's class name
+in the ``distbuild-error`` trailing metadata. Clients: ``error_from_rpc`` turns a failed call
+back into the same exception class (or, for foreign servers, the closest one by code).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from distbuild import errors
+from distbuild.errors import DistbuildError
+
+log = logging.getLogger(__name__)
+
+ERROR_KEY = "distbuild-error"
+
+# Most specific first: the first matching class wins.
+_CODES: tuple[tuple[type[DistbuildError], grpc.StatusCode], ...] = (
+    (errors.BlobTooLarge, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.UnknownJob, grpc.StatusCode.NOT_FOUND),
+    (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.BlobNotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.CorruptBlob, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.CasError, grpc.StatusCode.INTERNAL),
+    (errors.ActionTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.ActionCancelled, grpc.StatusCode.CANCELLED),
+    (errors.ExecutorUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ExecutionError, grpc.StatusCode.INTERNAL),
+    (errors.NoSuitableWorker, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.AuthError, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.JobFailed, grpc.StatusCode.ABORTED),
+    (errors.RemoteError, grpc.StatusCode.UNAVAILABLE),
+    (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.DistbuildError, grpc.StatusCode.UNKNOWN),
+)
+
+_BY_CODE: dict[grpc.StatusCode, type[DistbuildError]] = {
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
+    grpc.StatusCode.UNAUTHENTICATED: errors.AuthError,
+    grpc.StatusCode.PERMISSION_DENIED: errors.AuthError,
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequest,
+    grpc.StatusCode.NOT_FOUND: errors.BlobNotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.BlobTooLarge,
+}
+
+
+def code_for(exc: DistbuildError) -> grpc.StatusCode:
+    """The status code a server answers ``exc`` with."""
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def _abort(context: grpc.ServicerContext, exc: DistbuildError) -> None:
+    context.set_trailing_metadata(((ERROR_KEY, type(exc).__name__),))
+    context.abort(code_for(exc), str(exc))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(method: F) -> F:
+    """Decorate a servicer method: DistbuildError -> status code (unary and streaming)."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def gen_wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                yield from method(self, request, context)
+            except DistbuildError as e:
+                _abort(context, e)
+
+        return gen_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except DistbuildError as e:
+            _abort(context, e)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def error_from_rpc(err: grpc.RpcError, what: str = "") -> DistbuildError:
+    """The DistbuildError a failed call stands for (``raise error_from_rpc(e) from e``)."""
+    code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (err.details() if isinstance(err, grpc.Call) else str(err)) or str(code)
+    name = ""
+    if isinstance(err, grpc.Call):
+        for key, value in err.trailing_metadata() or ():
+            if key == ERROR_KEY:
+                name = str(value)
+    cls = getattr(errors, name, None) if name else None
+    if not (isinstance(cls, type) and issubclass(cls, DistbuildError)):
+        cls = _BY_CODE.get(code, errors.RemoteError)
+    if code == grpc.StatusCode.UNAVAILABLE and not name:
+        details = f"{what + ': ' if what else ''}unreachable ({details})"
+    return cls(details)
+
+
+def status_pair(exc: BaseException) -> tuple[int, str]:
+    """(grpc code value, message) for a per-item Status field."""
+    if isinstance(exc, DistbuildError):
+        return code_for(exc).value[0], str(exc)
+    return grpc.StatusCode.INTERNAL.value[0], f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,65 @@
+"""The action cache: action digest -> ActionResult, next to a CAS that holds the outputs.
+
+An entry is only served while every blob it names is still in the CAS (so an evicted output
+turns the entry into a miss instead of a broken download). Entries are small JSON files
+written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from distbuild.actions import ActionResult
+from distbuild.cas.digest import Digest
+from distbuild.cas.store import LocalCAS
+from distbuild.errors import InvalidRequest
+
+
+class ActionCacheStore:
+    def __init__(self, root: str | Path, cas: LocalCAS):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.cas = cas
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, action: Digest) -> Path:
+        return self.root / action.hash[:2] / action.hash
+
+    def get(self, action: Digest) -> ActionResult | None:
+        """The cached result, or None on a miss (no entry, or an output blob is gone)."""
+        try:
+            result = ActionResult.from_json(self._path(action).read_bytes())
+        except (OSError, ValueError, KeyError, TypeError):
+            result = None
+        if result is not None and self.cas.find_missing(_blobs(result)):
+            result = None
+        with self._lock:
+            if result is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+        return result
+
+    def put(self, action: Digest, result: ActionResult) -> None:
+        """Record ``result``; every blob it names must already be in the CAS."""
+        missing = self.cas.find_missing(_blobs(result))
+        if missing:
+            raise InvalidRequest(
+                f"action result names {len(missing)} blob(s) the CAS lacks, e.g. {missing[0]}")
+        path = self._path(action)
+        path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ac-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(result.to_json())
+        os.replace(tmp, path)
+
+
+def _blobs(result: ActionResult) -> list[Digest]:
+    blobs = [o.digest for o in result.output_files]
+    blobs += [d for d in (result.stdout_digest, result.stderr_digest) if d is not None]
+    return blobs

@@ -1,0 +1,357 @@
+"""The scheduler's logic: queue, placement, worker registry, retries, timeouts, cancellation.
+
+No gRPC here: the servicer (``service.py``) calls these methods and the tests may too. One lock
+guards all state; every change is written through to SQLite (``persistence.py``).
+
+Placement: jobs are taken from a ``FairQueue`` (round-robin across client ids) and given to the
+least-loaded live worker that has a free slot and offers every platform property the action
+requires. A worker never holds more jobs than its capacity.
+
+Retries: a job whose worker is lost (missed heartbeats) or that failed for an infrastructure
+reason goes back to the front of its client's queue, at most ``max_attempts`` runs in all. A
+compile error is a completed job with a nonzero exit code and is never retried.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+
+from distbuild.actions import ActionResult
+from distbuild.cas.digest import Digest
+from distbuild.cas.store import LocalCAS
+from distbuild.config import SchedulerConfig
+from distbuild.errors import NoSuitableWorker, UnknownJob
+from distbuild.rpc.convert import decode_action
+from distbuild.scheduler.action_cache import ActionCacheStore
+from distbuild.scheduler.fair_queue import FairQueue
+from distbuild.scheduler.model import (
+    ALIVE, CANCELLED, COMPLETED, FAILED, LOST, QUEUED, RUNNING, Job, Properties, WorkerInfo,
+    matches,
+)
+from distbuild.scheduler.persistence import StateDB
+
+_KEEP_FINISHED = 20_000
+
+
+class Scheduler:
+    def __init__(self, cfg: SchedulerConfig, db: StateDB, cas: LocalCAS, ac: ActionCacheStore,
+                 clock: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.db = db
+        self.cas = cas
+        self.ac = ac
+        self.clock = clock
+        self.started_at = clock()
+        self._lock = threading.RLock()
+        self.jobs: dict[str, Job] = {}
+        self.workers: dict[str, WorkerInfo] = {}
+        self.queue = FairQueue()
+        self._finished: deque[str] = deque()
+        self._job_events: dict[str, threading.Event] = {}
+        self._worker_events: dict[str, threading.Event] = {}
+        self.counts = {"completed": 0, "failed": 0, "cache_hits": 0}
+        self._seq = db.max_seq()
+        self._load()
+
+    # -- startup ----------------------------------------------------------------------------
+    def _load(self) -> None:
+        now = self.clock()
+        for w in self.db.load_workers():
+            if w.state == ALIVE:
+                w.last_heartbeat = now  # a grace period to come back after our restart
+            self.workers[w.worker_id] = w
+        for job in self.db.load_jobs():
+            self.jobs[job.job_id] = job
+            if job.state == QUEUED:
+                self.queue.push(job.client_id, job.job_id)
+            elif job.state == RUNNING:
+                w = self.workers.get(job.worker_id)
+                if w is not None and w.state == ALIVE:
+                    w.running.add(job.job_id)
+                    w.unconfirmed.add(job.job_id)
+                else:
+                    self._requeue(job, count_attempt=False)
+            else:
+                self._finished.append(job.job_id)
+        with self._lock:
+            self._dispatch()
+
+    # -- client side ------------------------------------------------------------------------
+    def submit(self, action_digest: Digest, client_id: str, skip_cache: bool = False) -> Job:
+        """Queue an action already in the CAS; a cache hit completes at once."""
+        blob = self.cas.get_bytes(action_digest)
+        action = decode_action(blob)
+        now = self.clock()
+        with self._lock:
+            self._seq += 1
+            job = Job(job_id=uuid.uuid4().hex[:16], action_digest=action_digest,
+                      client_id=client_id or "anonymous", platform=action.platform,
+                      timeout_s=action.timeout_s or self.cfg.job_timeout,
+                      do_not_cache=action.do_not_cache, action_blob=blob, seq=self._seq,
+                      submitted_at=now)
+        cached = None if (skip_cache or action.do_not_cache) else self.ac.get(action_digest)
+        with self._lock:
+            self.jobs[job.job_id] = job
+            if cached is not None:
+                job.cached = True
+                self.counts["cache_hits"] += 1
+                self._finish(job, COMPLETED, result=cached)
+                return copy.copy(job)
+            if not any(w.state == ALIVE and matches(job.platform, w.platform)
+                       for w in self.workers.values()):
+                del self.jobs[job.job_id]
+                raise NoSuitableWorker(f"no live worker offers platform {_fmt(job.platform)}")
+            self.queue.push(job.client_id, job.job_id)
+            self._changed(job)
+            self._dispatch()
+            return copy.copy(job)
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            return copy.copy(self._job(job_id))
+
+    def watch(self, job_id: str, seen_version: int, timeout: float) -> Job:
+        """The job once its version is newer than ``seen_version`` (or after ``timeout``)."""
+        with self._lock:
+            job = self._job(job_id)
+            if job.version > seen_version or job.done:
+                return copy.copy(job)
+            event = self._job_events.setdefault(job_id, threading.Event())
+        event.wait(timeout)
+        return self.get(job_id)
+
+    def cancel(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._job(job_id)
+            if job.state == QUEUED:
+                self.queue.remove(job.client_id, job.job_id)
+            elif job.state == RUNNING:
+                self._tell_cancel(job)
+            if not job.done:
+                self._finish(job, CANCELLED, error="cancelled by request",
+                             kind="ActionCancelled")
+            return copy.copy(job)
+
+    def list_jobs(self, states: set[str] | None = None, limit: int = 0) -> list[Job]:
+        with self._lock:
+            jobs = [copy.copy(j) for j in self.jobs.values() if not states or j.state in states]
+        jobs.sort(key=lambda j: -j.seq)
+        return jobs[:limit] if limit else jobs
+
+    def list_workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            return [copy.copy(w) for w in sorted(self.workers.values(),
+                                                 key=lambda w: w.worker_id)]
+
+    def status(self) -> dict[str, float]:
+        with self._lock:
+            alive = [w for w in self.workers.values() if w.state == ALIVE]
+            return {
+                "uptime_seconds": self.clock() - self.started_at,
+                "workers_alive": len(alive),
+                "workers_lost": sum(w.state == LOST for w in self.workers.values()),
+                "total_slots": sum(w.capacity for w in alive),
+                "busy_slots": sum(len(w.running) for w in alive),
+                "jobs_queued": len(self.queue),
+                "jobs_running": sum(j.state == RUNNING for j in self.jobs.values()),
+                "jobs_completed": self.counts["completed"],
+                "jobs_failed": self.counts["failed"],
+                "action_cache_hits": self.counts["cache_hits"],
+            }
+
+    # -- worker side ------------------------------------------------------------------------
+    def register(self, worker_id: str, address: str, capacity: int, platform: Properties,
+                 running: list[str]) -> None:
+        now = self.clock()
+        with self._lock:
+            w = self.workers.get(worker_id)
+            if w is None:
+                w = self.workers[worker_id] = WorkerInfo(worker_id, registered_at=now)
+            w.address, w.capacity, w.platform = address, max(capacity, 1), tuple(sorted(platform))
+            w.state, w.last_heartbeat = ALIVE, now
+            self._reconcile(w, set(running), set(w.running))
+            self.db.save_worker(w)
+            self._dispatch()
+
+    def heartbeat(self, worker_id: str, running: list[str]) -> tuple[bool, list[str]]:
+        """Returns (must re-register, job ids to cancel)."""
+        with self._lock:
+            w = self.workers.get(worker_id)
+            if w is None or w.state == LOST:
+                return True, []
+            w.last_heartbeat = self.clock()
+            if w.unconfirmed:
+                self._reconcile(w, set(running), w.unconfirmed)
+            cancels, w.to_cancel = w.to_cancel, []
+            return False, cancels
+
+    def lease(self, worker_id: str, wait_s: float) -> tuple[list[Job], list[str], bool]:
+        """Jobs newly assigned to the worker and cancellations, waiting up to ``wait_s``."""
+        with self._lock:
+            w = self.workers.get(worker_id)
+            if w is None or w.state == LOST:
+                return [], [], True
+            w.last_heartbeat = self.clock()
+            event = self._worker_events.setdefault(worker_id, threading.Event())
+            ready = bool(w.to_lease or w.to_cancel)
+        if not ready:
+            event.wait(wait_s)
+        with self._lock:
+            event.clear()
+            items = [copy.copy(self.jobs[j]) for j in w.to_lease
+                     if self.jobs[j].state == RUNNING and self.jobs[j].worker_id == worker_id]
+            cancels = w.to_cancel
+            w.to_lease, w.to_cancel = [], []
+            return items, cancels, False
+
+    def report(self, worker_id: str, job_id: str, result: ActionResult | None,
+               error: str = "", kind: str = "", retryable: bool = False) -> None:
+        with self._lock:
+            w = self.workers.get(worker_id)
+            if w is not None:
+                w.running.discard(job_id)
+                w.unconfirmed.discard(job_id)
+                w.completed += 1
+            job = self.jobs.get(job_id)
+            if job is not None and not job.done:
+                if job.worker_id != worker_id and job.state == RUNNING:
+                    self._tell_cancel(job)  # a duplicate run elsewhere: first result wins
+                if result is not None:
+                    self._finish(job, COMPLETED, result=result)
+                elif retryable and job.attempts < self.cfg.max_attempts:
+                    self._requeue(job)
+                else:
+                    note = (f" (gave up after {job.attempts} attempts)" if retryable else "")
+                    self._finish(job, FAILED, error=error + note, kind=kind or "JobFailed")
+            self._dispatch()
+        if (job is not None and result is not None and result.exit_code == 0
+                and not job.do_not_cache):
+            try:
+                self.ac.put(job.action_digest, result)
+            except Exception:  # noqa: BLE001 - caching is best effort, the job is done
+                pass
+
+    # -- maintenance ------------------------------------------------------------------------
+    def reap(self) -> None:
+        """Declare silent workers lost, time out stuck jobs, fail unplaceable ones."""
+        now = self.clock()
+        with self._lock:
+            for w in self.workers.values():
+                if w.state == ALIVE and now - w.last_heartbeat > self.cfg.heartbeat_timeout:
+                    w.state = LOST
+                    for jid in sorted(w.running):
+                        job = self.jobs.get(jid)
+                        if job is not None and job.state == RUNNING and job.worker_id == w.worker_id:
+                            self._retry_or_fail(job, f"worker {w.worker_id} was lost")
+                    w.running.clear()
+                    w.unconfirmed.clear()
+                    w.to_lease.clear()
+                    self.db.save_worker(w)
+            for job in list(self.jobs.values()):
+                if (job.state == RUNNING and job.timeout_s > 0
+                        and now - job.started_at > job.timeout_s + self.cfg.heartbeat_timeout):
+                    self._tell_cancel(job)
+                    self._finish(job, FAILED, error=f"timed out after {job.timeout_s:.0f}s",
+                                 kind="ActionTimeout")
+                elif job.state == QUEUED and now - max(job.submitted_at, self.started_at) > \
+                        self.cfg.heartbeat_timeout and not any(
+                            w.state == ALIVE and matches(job.platform, w.platform)
+                            for w in self.workers.values()):
+                    self.queue.remove(job.client_id, job.job_id)
+                    self._finish(job, FAILED, kind="NoSuitableWorker",
+                                 error=f"no live worker offers platform {_fmt(job.platform)}")
+            self._dispatch()
+
+    # -- internals (lock held) --------------------------------------------------------------
+    def _job(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise UnknownJob(f"no job {job_id!r}")
+        return job
+
+    def _changed(self, job: Job) -> None:
+        job.version += 1
+        self.db.save_job(job)
+        event = self._job_events.pop(job.job_id, None)
+        if event is not None:
+            event.set()
+
+    def _finish(self, job: Job, state: str, result: ActionResult | None = None,
+                error: str = "", kind: str = "") -> None:
+        job.state, job.result, job.error, job.error_kind = state, result, error, kind
+        job.completed_at = self.clock()
+        self.counts["completed" if state == COMPLETED else "failed"] += 1
+        self._changed(job)
+        self._finished.append(job.job_id)
+        while len(self._finished) > _KEEP_FINISHED:
+            self.jobs.pop(self._finished.popleft(), None)
+
+    def _requeue(self, job: Job, count_attempt: bool = True) -> None:
+        if not count_attempt:
+            job.attempts = max(job.attempts - 1, 0)
+        job.state, job.worker_id, job.started_at = QUEUED, "", 0.0
+        self.queue.push(job.client_id, job.job_id, front=True)
+        self._changed(job)
+
+    def _retry_or_fail(self, job: Job, why: str) -> None:
+        if job.attempts < self.cfg.max_attempts:
+            self._requeue(job)
+        else:
+            self._finish(job, FAILED, error=f"{why}; gave up after {job.attempts} attempts",
+                         kind="JobFailed")
+
+    def _reconcile(self, w: WorkerInfo, still_running: set[str], suspects: set[str]) -> None:
+        """Re-queue jobs we believed ``w`` ran but it does not (e.g. across a restart)."""
+        for jid in suspects - still_running:
+            job = self.jobs.get(jid)
+            w.running.discard(jid)
+            if job is not None and job.state == RUNNING and job.worker_id == w.worker_id:
+                self._requeue(job, count_attempt=False)
+        w.unconfirmed.clear()
+        w.to_lease = [j for j in w.to_lease if j in w.running]
+
+    def _tell_cancel(self, job: Job) -> None:
+        w = self.workers.get(job.worker_id)
+        if w is not None:
+            w.to_cancel.append(job.job_id)
+            self._wake(w.worker_id)
+
+    def _wake(self, worker_id: str) -> None:
+        event = self._worker_events.get(worker_id)
+        if event is not None:
+            event.set()
+
+    def _dispatch(self) -> None:
+        while len(self.queue):
+            free = [w for w in self.workers.values() if w.free > 0]
+            if not free:
+                return
+            chosen: dict[str, WorkerInfo] = {}
+
+            def placeable(job_id: str) -> bool:
+                job = self.jobs[job_id]
+                fits = [w for w in free if matches(job.platform, w.platform)]
+                if not fits:
+                    return False
+                chosen[job_id] = min(fits, key=lambda w: (w.load, len(w.running), w.completed))
+                return True
+
+            job_id = self.queue.pop_next(placeable)
+            if job_id is None:
+                return
+            job, w = self.jobs[job_id], chosen[job_id]
+            job.state, job.worker_id, job.started_at = RUNNING, w.worker_id, self.clock()
+            job.attempts += 1
+            w.running.add(job_id)
+            w.to_lease.append(job_id)
+            self._changed(job)
+            self._wake(w.worker_id)
+
+
+def _fmt(props: Properties) -> str:
+    return ", ".join(f"{k}={v}" for k, v in props) or "(any)"

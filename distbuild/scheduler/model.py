@@ -1,0 +1,75 @@
+"""Scheduler state as plain dataclasses: jobs, workers, and the platform match rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from distbuild.actions import ActionResult
+from distbuild.cas.digest import Digest
+
+Properties = tuple[tuple[str, str], ...]
+
+# Job states (the proto's JobState names).
+QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = "QUEUED", "RUNNING", "COMPLETED", "FAILED", \
+    "CANCELLED"
+FINISHED = frozenset({COMPLETED, FAILED, CANCELLED})
+
+# Worker states.
+ALIVE, LOST, DRAINING = "ALIVE", "LOST", "DRAINING"
+
+
+@dataclass
+class Job:
+    job_id: str
+    action_digest: Digest
+    client_id: str
+    platform: Properties = ()
+    timeout_s: float = 0.0
+    do_not_cache: bool = False
+    action_blob: bytes = b""  # the encoded Action, handed to the worker
+    state: str = QUEUED
+    worker_id: str = ""
+    attempts: int = 0
+    seq: int = 0  # submission order
+    submitted_at: float = 0.0
+    started_at: float = 0.0
+    completed_at: float = 0.0
+    result: ActionResult | None = None
+    error: str = ""
+    error_kind: str = ""  # the DistbuildError class name behind ``error``
+    cached: bool = False
+    version: int = 0  # bumped on every change; watchers wait for a newer one
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINISHED
+
+
+@dataclass
+class WorkerInfo:
+    worker_id: str
+    address: str = ""
+    capacity: int = 1
+    platform: Properties = ()
+    state: str = ALIVE
+    last_heartbeat: float = 0.0
+    registered_at: float = 0.0
+    completed: int = 0
+    running: set[str] = field(default_factory=set)  # job ids assigned and not yet reported
+    to_lease: list[str] = field(default_factory=list)  # assigned, not yet handed over
+    to_cancel: list[str] = field(default_factory=list)
+    unconfirmed: set[str] = field(default_factory=set)  # loaded from disk, not yet re-seen
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.running) if self.state == ALIVE else 0
+
+    @property
+    def load(self) -> float:
+        return len(self.running) / max(self.capacity, 1)
+
+
+def matches(required: Properties, offered: Properties) -> bool:
+    """A worker fits when it offers every required (name, value) pair."""
+    have = set(offered)
+    return all(pair in have for pair in required)

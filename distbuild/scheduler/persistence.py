@@ -1,0 +1,120 @@
+"""SQLite persistence for jobs and workers: every change is written through.
+
+A restarted scheduler reloads both tables: queued jobs are queued again, running jobs wait for
+their worker to come back (or are re-queued when it is declared lost).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+from distbuild.actions import ActionResult
+from distbuild.cas.digest import Digest
+from distbuild.scheduler.model import FINISHED, Job, WorkerInfo
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY, seq INTEGER, action_digest TEXT, client_id TEXT, platform TEXT,
+    timeout_s REAL, do_not_cache INTEGER, action_blob BLOB, state TEXT, worker_id TEXT,
+    attempts INTEGER, submitted_at REAL, started_at REAL, completed_at REAL, result BLOB,
+    error TEXT, error_kind TEXT, cached INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY, address TEXT, capacity INTEGER, platform TEXT, state TEXT,
+    last_heartbeat REAL, registered_at REAL, completed INTEGER
+);
+"""
+
+_JOB_COLS = ("job_id", "seq", "action_digest", "client_id", "platform", "timeout_s",
+             "do_not_cache", "action_blob", "state", "worker_id", "attempts", "submitted_at",
+             "started_at", "completed_at", "result", "error", "error_kind", "cached")
+_WORKER_COLS = ("worker_id", "address", "capacity", "platform", "state", "last_heartbeat",
+                "registered_at", "completed")
+
+
+class StateDB:
+    """Jobs and workers in one SQLite file (WAL; callers serialize writes)."""
+
+    def __init__(self, path: str | Path, keep_finished: int = 50_000):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self.keep_finished = keep_finished
+
+    def close(self) -> None:
+        self._db.close()
+
+    def save_job(self, job: Job) -> None:
+        row = (job.job_id, job.seq, str(job.action_digest), job.client_id,
+               json.dumps(job.platform), job.timeout_s, int(job.do_not_cache), job.action_blob,
+               job.state, job.worker_id, job.attempts, job.submitted_at, job.started_at,
+               job.completed_at, job.result.to_json() if job.result else None, job.error,
+               job.error_kind, int(job.cached))
+        with self._lock:
+            self._db.execute(f"INSERT OR REPLACE INTO jobs ({','.join(_JOB_COLS)}) VALUES "
+                             f"({','.join('?' * len(_JOB_COLS))})", row)
+
+    def save_worker(self, w: WorkerInfo) -> None:
+        row = (w.worker_id, w.address, w.capacity, json.dumps(w.platform), w.state,
+               w.last_heartbeat, w.registered_at, w.completed)
+        with self._lock:
+            self._db.execute(f"INSERT OR REPLACE INTO workers ({','.join(_WORKER_COLS)}) "
+                             f"VALUES ({','.join('?' * len(_WORKER_COLS))})", row)
+
+    def load_jobs(self, finished_limit: int = 10_000) -> list[Job]:
+        """Unfinished jobs, then the newest ``finished_limit`` finished ones, by seq."""
+        done = tuple(FINISHED)
+        marks = ",".join("?" * len(done))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {','.join(_JOB_COLS)} FROM jobs WHERE state NOT IN ({marks})",
+                done).fetchall()
+            rows += self._db.execute(
+                f"SELECT {','.join(_JOB_COLS)} FROM jobs WHERE state IN ({marks}) "
+                "ORDER BY seq DESC LIMIT ?", (*done, finished_limit)).fetchall()
+        jobs = [_job(dict(zip(_JOB_COLS, r, strict=True))) for r in rows]
+        return sorted(jobs, key=lambda j: j.seq)
+
+    def load_workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {','.join(_WORKER_COLS)} FROM workers").fetchall()
+        out = []
+        for r in rows:
+            d = dict(zip(_WORKER_COLS, r, strict=True))
+            d["platform"] = tuple(tuple(p) for p in json.loads(d["platform"]))
+            out.append(WorkerInfo(**d))
+        return out
+
+    def max_seq(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(seq) FROM jobs").fetchone()
+        return int(row[0] or 0)
+
+    def prune(self) -> None:
+        """Forget finished jobs beyond the newest ``keep_finished``."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM jobs WHERE state IN ('COMPLETED','FAILED','CANCELLED') AND seq < "
+                "(SELECT COALESCE(MIN(seq), 0) FROM (SELECT seq FROM jobs WHERE state IN "
+                "('COMPLETED','FAILED','CANCELLED') ORDER BY seq DESC LIMIT ?))",
+                (self.keep_finished,))
+
+
+def _job(d: dict[str, object]) -> Job:
+    result = d.pop("result")
+    d["action_digest"] = Digest.parse(str(d["action_digest"]))
+    d["platform"] = tuple(tuple(p) for p in json.loads(str(d["platform"])))
+    d["do_not_cache"] = bool(d["do_not_cache"])
+    d["cached"] = bool(d["cached"])
+    job = Job(**d)  # type: ignore[arg-type]
+    job.result = ActionResult.from_json(result) if isinstance(result, bytes) else None
+    return job
