@@ -1,0 +1,194 @@
+"""The scheduler process: the Scheduler servicer plus the CAS and action cache it serves.
+
+``SchedulerServer`` assembles everything (state database, CAS, action cache, reaper thread,
+gRPC server) and is what ``cargo-distbuild scheduler run`` and the tests start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from distbuild import __version__
+from distbuild._proto.v1 import remote_execution_pb2 as re_pb
+from distbuild._proto.v1 import scheduler_pb2 as pb
+from distbuild._proto.v1 import scheduler_pb2_grpc as pb_grpc
+from distbuild.cas.service import add_storage_services
+from distbuild.cas.store import LocalCAS
+from distbuild.config import Config
+from distbuild.rpc import convert
+from distbuild.rpc.server import bind, make_server
+from distbuild.rpc.status import guarded
+from distbuild.scheduler.action_cache import ActionCacheStore
+from distbuild.scheduler.core import Scheduler
+from distbuild.scheduler.model import Job, WorkerInfo
+from distbuild.scheduler.persistence import StateDB
+
+log = logging.getLogger(__name__)
+
+_WATCH_SLICE = 5.0  # a streaming call re-checks its context this often
+
+
+def job_to_proto(job: Job) -> pb.Job:
+    msg = pb.Job(
+        job_id=job.job_id, action_digest=convert.digest_to_proto(job.action_digest),
+        client_id=job.client_id, state=pb.JobState.Value(job.state), worker_id=job.worker_id,
+        attempts=job.attempts, submitted_at=job.submitted_at, started_at=job.started_at,
+        completed_at=job.completed_at, cached=job.cached,
+        platform=convert.platform_to_proto(job.platform),
+    )
+    if job.result is not None:
+        msg.result.CopyFrom(convert.result_to_proto(job.result))
+    if job.error:
+        msg.error.CopyFrom(re_pb.Status(code=0, message=f"{job.error_kind}: {job.error}"))
+    return msg
+
+
+def worker_to_proto(w: WorkerInfo) -> pb.Worker:
+    return pb.Worker(
+        worker_id=w.worker_id, address=w.address, capacity=w.capacity, running=len(w.running),
+        platform=convert.platform_to_proto(w.platform), state=pb.WorkerState.Value(w.state),
+        last_heartbeat=w.last_heartbeat, registered_at=w.registered_at, completed=w.completed,
+    )
+
+
+class SchedulerServicer(pb_grpc.SchedulerServicer):
+    def __init__(self, core: Scheduler, cas: LocalCAS, heartbeat_interval: float):
+        self.core = core
+        self.cas = cas
+        self.heartbeat_interval = heartbeat_interval
+
+    def _follow(self, job: Job, context: grpc.ServicerContext) -> Iterator[pb.JobUpdate]:
+        yield pb.JobUpdate(job=job_to_proto(job), done=job.done)
+        while not job.done and context.is_active():
+            newer = self.core.watch(job.job_id, job.version, _WATCH_SLICE)
+            if newer.version != job.version:
+                yield pb.JobUpdate(job=job_to_proto(newer), done=newer.done)
+            job = newer
+
+    @guarded
+    def Execute(self, request: pb.ExecuteRequest,
+                context: grpc.ServicerContext) -> Iterator[pb.JobUpdate]:
+        job = self.core.submit(convert.digest_from_proto(request.action_digest),
+                               request.client_id, request.skip_cache_lookup)
+        yield from self._follow(job, context)
+
+    @guarded
+    def WaitExecution(self, request: pb.WaitExecutionRequest,
+                      context: grpc.ServicerContext) -> Iterator[pb.JobUpdate]:
+        yield from self._follow(self.core.get(request.job_id), context)
+
+    @guarded
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        return job_to_proto(self.core.get(request.job_id))
+
+    @guarded
+    def ListJobs(self, request: pb.ListJobsRequest,
+                 context: grpc.ServicerContext) -> pb.ListJobsResponse:
+        states = {pb.JobState.Name(s) for s in request.states}
+        jobs = self.core.list_jobs(states or None, request.limit)
+        return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs])
+
+    @guarded
+    def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        return job_to_proto(self.core.cancel(request.job_id))
+
+    @guarded
+    def ListWorkers(self, request: pb.ListWorkersRequest,
+                    context: grpc.ServicerContext) -> pb.ListWorkersResponse:
+        return pb.ListWorkersResponse(
+            workers=[worker_to_proto(w) for w in self.core.list_workers()])
+
+    @guarded
+    def Status(self, request: pb.StatusRequest,
+               context: grpc.ServicerContext) -> pb.StatusResponse:
+        s = self.core.status()
+        blobs = list(self.cas.list())
+        return pb.StatusResponse(version=__version__, cas_blobs=len(blobs),
+                                 cas_bytes=sum(b.digest.size for b in blobs),
+                                 **{k: type(getattr(pb.StatusResponse(), k))(v)
+                                    for k, v in s.items()})
+
+    @guarded
+    def RegisterWorker(self, request: pb.RegisterWorkerRequest,
+                       context: grpc.ServicerContext) -> pb.RegisterWorkerResponse:
+        self.core.register(request.worker_id, request.address, request.capacity,
+                           convert.platform_from_proto(request.platform),
+                           list(request.running_job_ids))
+        return pb.RegisterWorkerResponse(heartbeat_interval=self.heartbeat_interval)
+
+    @guarded
+    def Heartbeat(self, request: pb.HeartbeatRequest,
+                  context: grpc.ServicerContext) -> pb.HeartbeatResponse:
+        rereg, cancels = self.core.heartbeat(request.worker_id, list(request.running_job_ids))
+        return pb.HeartbeatResponse(reregister=rereg, cancel_job_ids=cancels)
+
+    @guarded
+    def LeaseWork(self, request: pb.LeaseWorkRequest,
+                  context: grpc.ServicerContext) -> pb.LeaseWorkResponse:
+        wait = min(max(request.wait_seconds, 0.0), 30.0)
+        items, cancels, rereg = self.core.lease(request.worker_id, wait)
+        resp = pb.LeaseWorkResponse(cancel_job_ids=cancels, reregister=rereg)
+        for job in items:
+            item = resp.items.add(job_id=job.job_id, attempt=job.attempts,
+                                  action_digest=convert.digest_to_proto(job.action_digest))
+            item.action.ParseFromString(job.action_blob)
+        return resp
+
+    @guarded
+    def ReportResult(self, request: pb.ReportResultRequest,
+                     context: grpc.ServicerContext) -> pb.ReportResultResponse:
+        result = (convert.result_from_proto(request.result)
+                  if request.HasField("result") else None)
+        kind, _, message = request.error.message.partition(": ")
+        if not message:
+            kind, message = "", request.error.message
+        self.core.report(request.worker_id, request.job_id, result, message, kind,
+                         request.retryable)
+        return pb.ReportResultResponse()
+
+
+class SchedulerServer:
+    """A running scheduler: gRPC server + reaper thread. ``stop()`` to end it."""
+
+    def __init__(self, cfg: Config, addr: str = "127.0.0.1:0", data_dir: Path | None = None):
+        self.cfg = cfg
+        self.data_dir = data_dir or cfg.home / "scheduler"
+        self.cas = LocalCAS(self.data_dir / "cas", cfg.cache.max_size, cfg.cache.gc_target)
+        self.ac = ActionCacheStore(self.data_dir / "ac", self.cas)
+        self.db = StateDB(self.data_dir / "state.db")
+        self.core = Scheduler(cfg.scheduler, self.db, self.cas, self.ac)
+        self.server = make_server(cfg, max_workers=256)
+        add_storage_services(self.server, self.cas, self.ac)
+        pb_grpc.add_SchedulerServicer_to_server(
+            SchedulerServicer(self.core, self.cas, cfg.scheduler.heartbeat_interval), self.server)
+        self.port = bind(self.server, addr, cfg)
+        self.addr = f"{addr.rsplit(':', 1)[0]}:{self.port}"
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_loop, name="reaper", daemon=True)
+
+    def start(self) -> SchedulerServer:
+        self.server.start()
+        self._reaper.start()
+        log.info("scheduler listening on %s (data in %s)", self.addr, self.data_dir)
+        return self
+
+    def _reap_loop(self) -> None:
+        period = max(min(self.cfg.scheduler.heartbeat_interval, 1.0), 0.05)
+        while not self._stop.wait(period):
+            try:
+                self.core.reap()
+            except Exception:  # noqa: BLE001 - the reaper must survive any one bad pass
+                log.exception("reaper pass failed")
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+    def stop(self, grace: float = 1.0) -> None:
+        self._stop.set()
+        self.server.stop(grace).wait(grace + 1)
+        self.db.close()
