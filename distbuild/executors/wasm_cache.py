@@ -18,7 +18,6 @@ import logging
 import os
 import platform
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +80,6 @@ class ModuleCache:
 
     root: Path
     fingerprint: str = field(default_factory=engine_fingerprint)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -99,9 +97,8 @@ class ModuleCache:
             data = path.read_bytes()
         except OSError:
             return None
-        head = len(_MAGIC) + 32
-        payload = data[head:]
-        if data[: len(_MAGIC)] != _MAGIC or blake3.blake3(payload).digest() != data[len(_MAGIC):head]:
+        magic, checksum, payload = _split(data)
+        if magic != _MAGIC or blake3.blake3(payload).digest() != checksum:
             log.warning("compiled-module cache file %s is damaged; recompiling", path)
             self._discard(path)
             return None
@@ -130,3 +127,9 @@ class ModuleCache:
             path.unlink()
         except OSError:
             pass
+
+
+def _split(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """A cache file's magic string, payload checksum and payload."""
+    head = len(_MAGIC) + 32
+    return data[: len(_MAGIC)], data[len(_MAGIC):head], data[head:]

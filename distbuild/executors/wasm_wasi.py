@@ -53,16 +53,14 @@ FORWARDED: dict[str, list[ValType]] = {
 
 
 def _helper_wat() -> str:
-    wat = {_I32: "i32", _I64: "i64"}
     imports, funcs = [], []
     for name, params in FORWARDED.items():
-        sig = " ".join(wat[p] for p in params)
+        sig = " ".join(str(p) for p in params)
         gets = " ".join(f"local.get {i}" for i in range(len(params)))
         imports.append(f'(import "{WASI}" "{name}" (func ${name} (param {sig}) (result i32)))')
         funcs.append(f'(func (export "{name}") (param {sig}) (result i32) {gets} call ${name})')
-    return "(module {} (import \"host\" \"memory\" (memory 0)) (export \"memory\" (memory 0)) {})".format(
-        " ".join(imports), " ".join(funcs)
-    )
+    memory = '(import "host" "memory" (memory 0)) (export "memory" (memory 0))'
+    return f"(module {' '.join(imports)} {memory} {' '.join(funcs)})"
 
 
 HELPER_WAT = _helper_wat()
