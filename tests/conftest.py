@@ -1,0 +1,95 @@
+"""Shared fixtures: the fixture workspace, an isolated DISTBUILD_HOME, and running the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE_WS = REPO / "tests" / "fixtures" / "workspace"
+BIN_DIR = Path(sys.executable).parent
+CLI = str(BIN_DIR / "cargo-distbuild")
+
+
+def copy_workspace(dest: Path) -> Path:
+    shutil.copytree(FIXTURE_WS, dest, ignore=shutil.ignore_patterns("target"))
+    return dest
+
+
+class Distbuild:
+    """Runs cargo-distbuild commands against one isolated DISTBUILD_HOME."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.env = dict(os.environ)
+        self.env["DISTBUILD_HOME"] = str(home)
+        self.env["PATH"] = f"{BIN_DIR}{os.pathsep}{self.env.get('PATH', '')}"
+        self.env.pop("DISTBUILD_SCHEDULER", None)
+        self.env.pop("RUSTC_WRAPPER", None)
+        self.env.pop("CARGO_TARGET_DIR", None)
+        self.env["CARGO_TERM_COLOR"] = "never"
+
+    def run(self, *args: str, cwd: Path | None = None, check: bool = True,
+            env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([CLI, *args], cwd=cwd, env={**self.env, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"cargo-distbuild {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def cargo(self, *args: str, cwd: Path, env: dict[str, str] | None = None,
+              check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``cargo distbuild ARGS`` exactly as a user types it (Cargo finds our subcommand)."""
+        proc = subprocess.run(["cargo", "distbuild", *args], cwd=cwd,
+                              env={**self.env, **(env or {})}, capture_output=True, text=True,
+                              timeout=600)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"cargo distbuild {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.run("stats", "--json").stdout)
+        return data
+
+    def zero(self) -> None:
+        self.run("stats", "--zero")
+
+    def stop(self) -> None:
+        self.run("master", "stop", check=False)
+
+
+@pytest.fixture
+def distbuild(tmp_path: Path) -> Iterator[Distbuild]:
+    db = Distbuild(tmp_path / "distbuild-home")
+    yield db
+    db.stop()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    return copy_workspace(tmp_path / "ws")
+
+
+def run_app(ws: Path) -> str:
+    return subprocess.run([str(ws / "target" / "debug" / "fixture-app")], capture_output=True,
+                          text=True, check=True, timeout=30).stdout
+
+
+@pytest.fixture(scope="session")
+def plain_app_output(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """What the fixture's bin prints when built by plain cargo (no wrapper)."""
+    ws = copy_workspace(tmp_path_factory.mktemp("plain") / "ws")
+    env = {k: v for k, v in os.environ.items() if k not in ("RUSTC_WRAPPER", "CARGO_TARGET_DIR")}
+    subprocess.run(["cargo", "build", "-q"], cwd=ws, env=env, check=True, timeout=600,
+                   capture_output=True)
+    return run_app(ws)
