@@ -1,0 +1,67 @@
+"""A read-through blob cache: a LocalCAS with its own size cap in front of a remote CAS.
+
+Reads are served from the local cache when present and fetched (verified) otherwise; writes go
+to both. It implements the BlobStore protocol, so executors (docker toolchains, wasm modules)
+read through it like any store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from distbuild.cas.digest import Digest, digest_file
+from distbuild.cas.remote import RemoteCAS
+from distbuild.cas.store import LocalCAS
+
+
+class CachedStore:
+    def __init__(self, local: LocalCAS, remote: RemoteCAS):
+        self.local = local
+        self.remote = remote
+        self._written = 0
+        self._gc_lock = threading.Lock()
+        self.fetched = 0  # blobs fetched from the remote (for status and tests)
+
+    def ensure(self, digests: Iterable[Digest]) -> int:
+        """Fetch into the local cache whatever it lacks; returns how many were fetched."""
+        wanted = list(dict.fromkeys(digests))
+        n = self.remote.fetch_into(wanted, self.local)
+        self.fetched += n
+        self._account(sum(d.size for d in wanted))
+        return n
+
+    def contains(self, digest: Digest) -> bool:
+        return self.local.contains(digest) or self.remote.contains(digest)
+
+    def find_missing(self, digests: Iterable[Digest]) -> list[Digest]:
+        return self.remote.find_missing(self.local.find_missing(digests))
+
+    def put_bytes(self, data: bytes) -> Digest:
+        digest = self.local.put_bytes(data)
+        self.remote.upload({digest: data})
+        return digest
+
+    def put_file(self, path: str | Path) -> Digest:
+        digest = digest_file(path)
+        self.remote.upload({digest: Path(path)})
+        return digest
+
+    def get_bytes(self, digest: Digest) -> bytes:
+        self.ensure([digest])
+        return self.local.get_bytes(digest)
+
+    def copy_to(self, digest: Digest, dest: str | Path, mode: int = 0o644) -> None:
+        self.ensure([digest])
+        self.local.copy_to(digest, dest, mode)
+
+    def _account(self, nbytes: int) -> None:
+        """Evict once a tenth of the cap has passed through since the last gc."""
+        self._written += nbytes
+        if self._written > self.local.max_size // 10 and self._gc_lock.acquire(blocking=False):
+            try:
+                self._written = 0
+                self.local.gc()
+            finally:
+                self._gc_lock.release()

@@ -1,0 +1,121 @@
+"""Run one leased job: materialize, execute, upload outputs, and say how it went.
+
+Returns a ``JobOutcome``: either an ActionResult (the action ran, whatever its exit code) or an
+error with a kind and whether another worker might succeed (``retryable``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from distbuild.actions import Action, ActionResult, ExecutionMetadata
+from distbuild.cas.digest import Digest
+from distbuild.errors import (
+    ActionCancelled,
+    ActionTimeout,
+    BlobNotFound,
+    DistbuildError,
+    ExecutionError,
+    InvalidRequest,
+)
+from distbuild.executors.base import ExecSpec, Executor
+from distbuild.rpc.convert import decode_command
+from distbuild.worker.blob_cache import CachedStore
+from distbuild.worker.materialize import (
+    collect_outputs,
+    materialize,
+    prepare_outputs,
+    substitute,
+    unsubstitute,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobOutcome:
+    result: ActionResult | None = None
+    error: str = ""
+    kind: str = ""
+    retryable: bool = False
+
+
+class JobRunner:
+    def __init__(self, worker_id: str, store: CachedStore, executor: Executor, work_dir: Path,
+                 keep_sandboxes: bool = False):
+        self.worker_id = worker_id
+        self.store = store
+        self.executor = executor
+        self.work_dir = work_dir
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.keep_sandboxes = keep_sandboxes
+
+    def run(self, job_id: str, action: Action, cancel: threading.Event) -> JobOutcome:
+        sandbox = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self.work_dir))
+        try:
+            return JobOutcome(result=self._run(action, sandbox / "root", cancel))
+        except (InvalidRequest, BlobNotFound) as e:
+            return JobOutcome(error=str(e), kind=type(e).__name__, retryable=False)
+        except (ActionTimeout, ActionCancelled) as e:
+            return JobOutcome(error=str(e), kind=type(e).__name__, retryable=False)
+        except DistbuildError as e:
+            return JobOutcome(error=str(e), kind=type(e).__name__, retryable=True)
+        except OSError as e:
+            return JobOutcome(error=f"worker {self.worker_id}: {e}", kind="ExecutionError",
+                              retryable=True)
+        finally:
+            if not self.keep_sandboxes:
+                shutil.rmtree(sandbox, ignore_errors=True)
+
+    def _run(self, action: Action, root: Path, cancel: threading.Event) -> ActionResult:
+        started = time.time()
+        command = decode_command(self.store.get_bytes(action.command_digest))
+        materialize(action.input_root_digest, root, self.store)
+        prepare_outputs(root, command.output_paths)
+        if command.working_directory:
+            (root / command.working_directory).mkdir(parents=True, exist_ok=True)
+        props = tuple(dict(command.platform + action.platform).items())
+        spec = ExecSpec(
+            argv=tuple(substitute(a, root) for a in command.arguments),
+            env=tuple((k, substitute(v, root)) for k, v in command.environment),
+            working_directory=command.working_directory, output_paths=command.output_paths,
+            timeout_s=action.timeout_s, properties=props,
+        )
+        if cancel.is_set():
+            raise ActionCancelled("cancelled before it started")
+        outcome = self.executor.run(spec, root, cancel)
+        if outcome.failure == "timed out":
+            raise ActionTimeout(f"killed after its {action.timeout_s:.0f}s timeout on "
+                                f"worker {self.worker_id}")
+        if outcome.failure == "cancelled":
+            raise ActionCancelled(f"cancelled; its process on {self.worker_id} was killed")
+        if outcome.failure:
+            raise ExecutionError(f"{outcome.failure}: {outcome.stderr[-2000:].decode(errors='replace')}")
+        files = collect_outputs(root, command.output_paths, self.store)
+        stdout, stderr = unsubstitute(outcome.stdout, root), unsubstitute(outcome.stderr, root)
+        blobs: dict[Digest, bytes | Path] = {}
+        std_digests = []
+        for data in (stdout, stderr):
+            if data:
+                from distbuild.cas.digest import digest_bytes
+
+                d = digest_bytes(data)
+                blobs[d] = data
+                std_digests.append(d)
+            else:
+                std_digests.append(None)
+        self.store.remote.upload(blobs)
+        return ActionResult(
+            output_files=files, exit_code=outcome.exit_code, stdout_digest=std_digests[0],
+            stderr_digest=std_digests[1],
+            metadata=ExecutionMetadata(
+                worker=self.worker_id, executor=self.executor.kind, started_at=started,
+                completed_at=time.time(), toolchain=dict(props).get("toolchain", ""),
+                fuel_consumed=int(outcome.extra.get("fuel_consumed", 0) or 0)),
+        )
