@@ -165,5 +165,12 @@ def time_sleep(seconds):
     time.sleep(seconds)
 
 
+def run():
+    """Entry point that skips interpreter shutdown: on a hit every millisecond counts."""
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

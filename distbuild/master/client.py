@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import py_compile
 import socket
 import subprocess
 import sys
@@ -94,21 +95,37 @@ def ensure_running(cfg: Config, timeout: float = 15.0) -> int:
 
 
 def install_fast_shim(cfg: Config) -> Path:
-    """Write ``<home>/bin/distbuild-wrap`` (only when its content changed); returns its path."""
+    """Install ``<home>/bin/distbuild-wrap`` (when changed) and return its path.
+
+    The launcher runs the interpreter with ``-I -S`` (no site-packages scan) and imports the
+    shim from a private copy whose bytecode is compiled here, so no invocation pays for
+    parsing it.
+    """
     spec = importlib.util.find_spec("distbuild_wrap")
     if spec is None or spec.origin is None:
         raise Unavailable("the distbuild_wrap module is not installed")
     source = Path(spec.origin).read_text()
-    content = f"#!{sys.executable} -IS\n{source}"
-    path = cfg.home / "bin" / "distbuild-wrap"
+    bin_dir = cfg.home / "bin"
+    lib_dir = bin_dir / "lib"
+    module = lib_dir / "distbuild_wrap.py"
+    launcher = bin_dir / "distbuild-wrap"
+    content = (f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(lib_dir)!r})\n"
+               "import distbuild_wrap\ndistbuild_wrap.run()\n")
     try:
-        if path.read_text() == content:
-            return path
+        if module.read_text() == source and launcher.read_text() == content:
+            return launcher
     except OSError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".distbuild-wrap.{os.getpid()}")
-    tmp.write_text(content)
-    tmp.chmod(0o755)
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    _write_replace(module, source, 0o644)
+    py_compile.compile(str(module), cfile=importlib.util.cache_from_source(str(module)),
+                       doraise=True)
+    _write_replace(launcher, content, 0o755)
+    return launcher
+
+
+def _write_replace(path: Path, text: str, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    tmp.chmod(mode)
     os.replace(tmp, path)
-    return path
