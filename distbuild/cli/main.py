@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "distbuild.cli.stats",
     "distbuild.cli.cas",
     "distbuild.cli.master",
+    "distbuild.cli.job",
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2

@@ -1,0 +1,47 @@
+"""Running tasks through a scheduler: upload what is missing, submit, follow, build the receipt.
+
+The scheduler's action cache answers an identical task without running it (``cached``), with
+the ActionResult of the first run, so the receipt derived from it is the same one.
+"""
+
+from __future__ import annotations
+
+from distbuild.cas.remote import RemoteCAS
+from distbuild.config import Config
+from distbuild.errors import ExecutionError
+from distbuild.scheduler.client import JobView, SchedulerClient
+from distbuild.tasks.receipt import Receipt
+from distbuild.tasks.run import TaskRun
+from distbuild.tasks.task import PreparedTask
+from distbuild.tasks.tree import upload
+
+
+class RemoteTaskRunner:
+    def __init__(self, cfg: Config, addr: str, timeout: float = 3600.0):
+        self.cfg, self.addr, self.timeout = cfg, addr, timeout
+        self.cas = RemoteCAS(addr, cfg)
+        self.client = SchedulerClient(addr, cfg)
+
+    def close(self) -> None:
+        self.client.close()
+        self.cas.close()
+
+    def submit(self, prepared: PreparedTask) -> JobView:
+        """Upload and queue; returns at once."""
+        upload(self.cas, prepared.blobs)
+        return self.client.submit(prepared.action_digest)
+
+    def run(self, prepared: PreparedTask) -> TaskRun:
+        """Upload, submit, wait for the end; a job that fails without a result raises."""
+        job = self.submit(prepared)
+        view = job if job.done else self.client.wait(job.job_id, timeout=self.timeout)
+        result = view.result
+        if result is None:
+            raise ExecutionError(f"job {view.job_id} ended {view.state}: {view.error}")
+        receipt = Receipt.from_result(prepared.action_digest, prepared.task.module, result)
+        digest = self.cas.put_bytes(receipt.encode())
+        stdout = self.cas.get_bytes(result.stdout_digest) if result.stdout_digest else b""
+        stderr = self.cas.get_bytes(result.stderr_digest) if result.stderr_digest else b""
+        failure = view.error if view.state != "COMPLETED" else ""
+        return TaskRun(view.job_id, prepared.action_digest, digest, receipt, view.cached,
+                       stdout, stderr, failure)
