@@ -80,6 +80,7 @@ def sysroot_files(sysroot: Path, targets: Iterable[str] | None = None) -> Iterat
 def add_rust(fs: RootFs, sysroot: Path, targets: Iterable[str] | None = None) -> list[str]:
     """Put the sysroot under IMAGE_ROOT plus the system libraries it needs; returns host files."""
     added: list[str] = []
+    own_libs = {p.name for p in (sysroot / "lib").iterdir()}
     for rel in sysroot_files(sysroot, targets):
         src = sysroot / rel
         dest = f"{IMAGE_ROOT}/{rel.as_posix()}"
@@ -91,7 +92,7 @@ def add_rust(fs: RootFs, sysroot: Path, targets: Iterable[str] | None = None) ->
         added.append(str(src))
         real = os.path.realpath(src)
         if is_elf(real):
-            for lib in shared_libraries(real):
+            for lib in shared_libraries(real, own_libs):
                 if not lib.startswith(str(sysroot) + "/"):
                     fs.add_host_path(lib)
     return added

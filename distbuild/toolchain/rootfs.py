@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import subprocess
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -129,15 +130,21 @@ def is_elf(path: str) -> bool:
         return False
 
 
-def shared_libraries(path: str) -> list[str]:
-    """Absolute paths of the shared libraries (and the loader) a dynamic ELF file needs."""
+def shared_libraries(path: str, provided: Collection[str] = ()) -> list[str]:
+    """Absolute paths of the shared libraries (and the loader) a dynamic ELF file needs.
+
+    Args:
+        provided: library names that ``ldd`` may fail to find because the package brings
+            them (e.g. rust-objcopy's libLLVM, which its RUNPATH does not reach).
+    """
     if not is_elf(path):
         return []
     proc = subprocess.run(["ldd", path], capture_output=True, text=True, check=False,
                           env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
     if proc.returncode != 0:  # static executables: "not a dynamic executable"
         return []
-    missing = [ln.split()[0] for ln in proc.stdout.splitlines() if "=> not found" in ln]
+    missing = [ln.split()[0] for ln in proc.stdout.splitlines()
+               if "=> not found" in ln and ln.split()[0] not in provided]
     if missing:
         raise ExecutorUnavailable(f"{path} needs libraries that are not installed: {missing}")
     libs = []
