@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - non-CPython
     from socket import AF_UNIX, SOCK_STREAM
     from socket import socket as _socket_type
 
-CONNECT_WAIT_S = 10.0  # how long to wait for an auto-started master
+CONNECT_WAIT_S = 10.0  # how long to wait for an auto-started master (DISTBUILD_CONNECT_WAIT)
 CONNECT_POLL_S = 0.02
 
 
@@ -133,7 +133,8 @@ def main():
         except OSError:
             _fallback(home, argv)
         waited = 0.0
-        while s is None and waited < CONNECT_WAIT_S:
+        limit = float(os.environ.get("DISTBUILD_CONNECT_WAIT", CONNECT_WAIT_S))
+        while s is None and waited < limit:
             time_sleep(CONNECT_POLL_S)
             waited += CONNECT_POLL_S
             s = _connect(sock_path)
