@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "distbuild.cli.cas",
     "distbuild.cli.master",
     "distbuild.cli.job",
+    "distbuild.cli.scheduler",
+    "distbuild.cli.worker",
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2

@@ -49,6 +49,8 @@ class CachedStore:
         return digest
 
     def get_bytes(self, digest: Digest) -> bytes:
+        if digest.size == 0:
+            return b""  # never stored: the empty blob (e.g. an empty Directory) is implicit
         self.ensure([digest])
         return self.local.get_bytes(digest)
 

@@ -42,7 +42,7 @@ def fetch_tree(root: Digest, store: CachedStore) -> dict[Digest, Directory]:
         for digest in level:
             if digest in tree:
                 continue
-            d = decode_directory(store.local.get_bytes(digest))
+            d = decode_directory(store.get_bytes(digest))
             tree[digest] = d
             nxt += [n.digest for n in d.directories if n.digest not in tree]
             if len(tree) > MAX_NODES:

@@ -1,0 +1,308 @@
+"""RemoteRunner: run a rustc CompileJob on the cluster, with the same outputs as a local run.
+
+How a job becomes an Action:
+  * The input root mirrors the absolute paths of every file rustc reads: ``/ws/src/lib.rs``
+    becomes ``ws/src/lib.rs`` in the tree. Inputs are the dep-info sources (from a local
+    ``--emit=dep-info`` probe when ``job.inputs`` is None), every ``--extern`` file, every
+    loadable library in ``-L`` directories (minus this job's own outputs), and OUT_DIR.
+  * Absolute paths under the job's roots (workspace, target dir, CARGO_HOME, cwd) in arguments
+    and environment get the ``@@SANDBOX@@`` prefix, which the worker replaces by its sandbox
+    path; ``--remap-path-prefix=@@SANDBOX@@=/`` keeps sandbox paths out of the artifacts, and
+    the worker writes the placeholder back into dep-info files and stdout/stderr, which we
+    strip when writing them here. argv[0] (rustc) and system paths stay as they are: the
+    local executor uses the worker machine's toolchain at the same path.
+  * Platform: executor, os, arch and the toolchain id (``rustc -vV`` release + commit).
+
+Any cluster problem raises a ``RemoteError`` (``Unavailable``, ``NoSuitableWorker``,
+``JobFailed``); the master then compiles locally and counts a fallback. A compile error is
+not a cluster problem: it comes back as a CompileRun with a nonzero exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from distbuild.cas.digest import Digest, digest_file
+from distbuild.cas.remote import RemoteCAS
+from distbuild.config import Config
+from distbuild.errors import DistbuildError, JobFailed, NoSuitableWorker, RemoteError
+from distbuild.master.runner import CompileJob, CompileRun, CompileRunner
+from distbuild.rpc.server import BATCH_LIMIT, make_channel
+from distbuild.rustc.depinfo import parse_dep_info
+from distbuild.scheduler.action_builder import InputFile, PreparedAction, prepare_action
+from distbuild.scheduler.client import SchedulerClient
+from distbuild.worker.agent import host_platform, rustc_toolchain_id
+from distbuild.worker.materialize import SANDBOX_ROOT
+
+log = logging.getLogger(__name__)
+
+LOADABLE = (".rlib", ".rmeta", ".so", ".dylib", ".dll", ".a", ".lib", ".o")
+SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib64/", "/etc/", "/proc/", "/sys/", "/dev/", "/opt/")
+# Environment variables naming the machine's tools rather than the build's files.
+KEEP_ENV = frozenset({"PATH", "HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "CARGO", "CARGO_HOME",
+                      "RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER",
+                      "LD_LIBRARY_PATH", "TMPDIR"})
+_PATH_CHAR = r"A-Za-z0-9._+\-"
+
+
+class RemoteRunner:
+    """A CompileRunner that ships jobs to the scheduler at ``cfg.scheduler.addr``."""
+
+    def __init__(self, cfg: Config, fallback: CompileRunner | None = None, addr: str = "",
+                 executor: str = "local", client_id: str = ""):
+        self.cfg = cfg
+        self.addr = addr or cfg.scheduler.addr
+        self.fallback = fallback
+        self.executor = executor
+        self._channel = make_channel(self.addr, cfg)
+        self.cas = RemoteCAS(self.addr, cfg, channel=self._channel)
+        self.client = SchedulerClient(self.addr, cfg, client_id=client_id,
+                                      channel=self._channel)
+        self._digests: dict[tuple[str, int, int, int], Digest] = {}
+        self._toolchains: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def run(self, job: CompileJob) -> CompileRun:
+        """Compile remotely; raises RemoteError for anything the cluster got wrong."""
+        start = time.monotonic()
+        try:
+            prepared, outputs = self.prepare(job)
+            self.cas.upload(prepared.blobs)
+            view = None
+            for view in self.client.execute(prepared.digest,
+                                            timeout=self.cfg.scheduler.job_timeout + 60):
+                pass
+            if view is None or not view.done:
+                raise JobFailed("the scheduler ended the job stream early")
+            if view.state != "COMPLETED" or view.result is None:
+                cls = NoSuitableWorker if view.error_kind == "NoSuitableWorker" else JobFailed
+                raise cls(f"job {view.job_id}: {view.state.lower()}: {view.error}")
+            result = view.result
+            self._download(result.output_files, outputs)
+            stdout = self._text(result.stdout_digest)
+            stderr = self._text(result.stderr_digest)
+        except RemoteError:
+            raise
+        except (DistbuildError, OSError, subprocess.SubprocessError) as e:
+            raise RemoteError(f"remote execution failed: {e}") from e
+        return CompileRun(result.exit_code, stdout, stderr, "remote",
+                          worker=result.metadata.worker, duration_s=time.monotonic() - start)
+
+    # -- job -> action ----------------------------------------------------------------------
+    def prepare(self, job: CompileJob) -> tuple[PreparedAction, dict[str, str]]:
+        """The Action for ``job`` and a map output-path-in-tree -> local absolute path."""
+        rustc, args = job.argv[0], job.argv[1:]
+        scan = _scan_args(args, job.cwd)
+        outputs = [os.path.normpath(os.path.join(job.cwd, o)) for o in job.outputs]
+        outputs += scan.emitted
+        sources = job.inputs if job.inputs is not None else self._probe_sources(job)
+        files: set[str] = set(sources) | set(scan.files)
+        for d in scan.lib_dirs:
+            files.update(_loadable(d))
+        out_dir = job.env.get("OUT_DIR")
+        if out_dir and os.path.isdir(out_dir):
+            for dirpath, _, names in os.walk(out_dir):
+                files.update(os.path.join(dirpath, n) for n in names)
+        files -= set(outputs)
+        prefixes = {os.path.normpath(r) for r in job.roots.values()} | {os.path.normpath(job.cwd)}
+        for p in [*scan.lib_dirs, *scan.out_dirs, *(os.path.dirname(o) for o in outputs)]:
+            if not any(_inside(p, q) for q in prefixes) and not _system(p):
+                prefixes.add(os.path.normpath(p))
+        sub = _substituter(prefixes)
+        inputs = {}
+        for path in sorted(files):
+            path = os.path.normpath(os.path.join(job.cwd, path))
+            if _system(path) or not os.path.isfile(path):
+                continue
+            inputs[path.lstrip("/")] = InputFile(self._digest(path), Path(path),
+                                                 os.access(path, os.X_OK))
+        argv = _drop_incremental([rustc, f"--remap-path-prefix={SANDBOX_ROOT}=/",
+                                  *(sub(a) for a in args)])
+        env = {k: (v if k in KEEP_ENV else sub(v)) for k, v in job.env.items()}
+        platform = (("executor", self.executor), *host_platform(),
+                    ("toolchain", self._toolchain(rustc)))
+        out_map = {o.lstrip("/"): o for o in outputs}
+        dirs = tuple(sorted({d.lstrip("/") for d in scan.out_dirs}))
+        prepared = prepare_action(
+            argv, inputs, output_paths=tuple(out_map), env=env,
+            working_directory=os.path.normpath(job.cwd).lstrip("/"),
+            platform=tuple(p for p in platform if p[1]),
+            timeout_s=self.cfg.scheduler.job_timeout, dirs=dirs)
+        return prepared, out_map
+
+    def _probe_sources(self, job: CompileJob) -> list[str]:
+        """Run rustc with only ``--emit=dep-info`` to learn which sources it reads."""
+        with tempfile.TemporaryDirectory(prefix="distbuild-probe-") as tmp:
+            dep = os.path.join(tmp, "probe.d")
+            argv = [job.argv[0], *_probe_args(job.argv[1:]), f"--emit=dep-info={dep}",
+                    "--out-dir", tmp]
+            proc = subprocess.run(argv, cwd=job.cwd, env=job.env, capture_output=True,
+                                  stdin=subprocess.DEVNULL, timeout=600, check=False)
+            if proc.returncode != 0 or not os.path.exists(dep):
+                raise RemoteError("the dep-info probe failed (compiling locally): "
+                                  + proc.stderr.decode(errors="replace")[-500:])
+            with open(dep, encoding="utf-8", errors="surrogateescape") as f:
+                return parse_dep_info(f.read(), job.cwd).sources
+
+    def _digest(self, path: str) -> Digest:
+        st = os.stat(path)
+        key = (path, st.st_size, st.st_mtime_ns, st.st_ino)
+        digest = self._digests.get(key)
+        if digest is None:
+            digest = digest_file(path)
+            with self._lock:
+                if len(self._digests) > 200_000:
+                    self._digests.clear()
+                self._digests[key] = digest
+        return digest
+
+    def _toolchain(self, rustc: str) -> str:
+        if rustc not in self._toolchains:
+            self._toolchains[rustc] = rustc_toolchain_id(rustc)
+        return self._toolchains[rustc]
+
+    # -- results ----------------------------------------------------------------------------
+    def _download(self, files: tuple, out_map: dict[str, str]) -> None:  # type: ignore[type-arg]
+        small: dict[Digest, list[tuple[str, int, bool]]] = {}
+        for f in files:
+            dest = out_map.get(f.path)
+            if dest is None:
+                raise JobFailed(f"worker returned an output we did not ask for: {f.path!r}")
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            mode = 0o755 if f.is_executable else 0o644
+            if f.digest.size > BATCH_LIMIT and not dest.endswith(".d"):
+                self.cas.copy_to(f.digest, dest, mode)
+            else:
+                small.setdefault(f.digest, []).append((dest, mode, dest.endswith(".d")))
+        for digest, data in self.cas.get_many(small):
+            for dest, mode, is_dep_info in small[digest]:
+                _write(dest, _unplace(data) if is_dep_info else data, mode)
+
+    def _text(self, digest: Digest | None) -> bytes:
+        return b"" if digest is None else _unplace(self.cas.get_bytes(digest))
+
+
+class _Scan:
+    def __init__(self) -> None:
+        self.files: list[str] = []  # --extern files
+        self.lib_dirs: list[str] = []  # -L directories
+        self.out_dirs: list[str] = []
+        self.emitted: list[str] = []  # --emit kind=path outputs
+
+
+def _scan_args(args: list[str], cwd: str) -> _Scan:
+    s = _Scan()
+
+    def absp(p: str) -> str:
+        return os.path.normpath(os.path.join(cwd, p))
+
+    it = iter(range(len(args)))
+    for i in it:
+        a = args[i]
+        nxt = args[i + 1] if i + 1 < len(args) else ""
+        if a in ("--extern", "-L", "--out-dir", "--emit", "-o"):
+            value, flag = nxt, a
+            next(it, None)
+        elif a.startswith(("--extern=", "--out-dir=", "--emit=")):
+            flag, _, value = a.partition("=")
+        elif a.startswith("-L"):
+            flag, value = "-L", a[2:]
+        else:
+            continue
+        if flag == "--extern" and "=" in value:
+            s.files.append(absp(value.split("=", 1)[1]))
+        elif flag == "-L":
+            s.lib_dirs.append(absp(value.split("=", 1)[1] if "=" in value else value))
+        elif flag == "--out-dir":
+            s.out_dirs.append(absp(value))
+        elif flag == "-o":
+            s.emitted.append(absp(value))
+            s.out_dirs.append(os.path.dirname(absp(value)))
+        elif flag == "--emit":
+            for part in value.split(","):
+                if "=" in part and part.split("=", 1)[1] != "-":
+                    s.emitted.append(absp(part.split("=", 1)[1]))
+    return s
+
+
+def _probe_args(args: list[str]) -> list[str]:
+    """``args`` without outputs (--emit, --out-dir, -o) and incremental state."""
+    out: list[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in ("--emit", "--out-dir", "-o"):
+            skip = True
+            continue
+        if a.startswith(("--emit=", "--out-dir=")):
+            continue
+        out.append(a)
+    return _drop_incremental(out)
+
+
+def _drop_incremental(argv: list[str]) -> list[str]:
+    """Remove ``-C incremental=...`` in both spellings: state a sandbox would throw away."""
+    out: list[str] = []
+    for a in argv:
+        if a.startswith("incremental=") and out and out[-1] == "-C":
+            out.pop()
+            continue
+        if a.startswith("-Cincremental="):
+            continue
+        out.append(a)
+    return out
+
+
+def _loadable(d: str) -> list[str]:
+    try:
+        with os.scandir(d) as entries:
+            return [e.path for e in entries if e.name.endswith(LOADABLE) and e.is_file()]
+    except OSError:
+        return []
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _system(path: str) -> bool:
+    return path.startswith(SYSTEM_PREFIXES) or path == "/"
+
+
+def _substituter(prefixes: set[str]):  # type: ignore[no-untyped-def]
+    roots = sorted((p for p in prefixes if p != "/"), key=len, reverse=True)
+    if not roots:
+        return lambda s: s
+    regex = re.compile(f"(?<![{_PATH_CHAR}/])(" + "|".join(map(re.escape, roots))
+                       + f")(?![{_PATH_CHAR}])")
+    return lambda s: regex.sub(lambda m: SANDBOX_ROOT + m.group(1), s)
+
+
+def _unplace(data: bytes) -> bytes:
+    """Sandbox placeholders -> the original absolute paths (the tree mirrors them at '/')."""
+    return data.replace(SANDBOX_ROOT.encode() + b"/", b"/").replace(SANDBOX_ROOT.encode(), b"/")
+
+
+def _write(dest: str, data: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix=f".{os.path.basename(dest)}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
