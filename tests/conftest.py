@@ -38,7 +38,8 @@ class Distbuild:
         self.env["CARGO_TERM_COLOR"] = "never"
 
     def run(self, *args: str, cwd: Path | None = None, check: bool = True,
-            env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+            env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([CLI, *args], cwd=cwd, env={**self.env, **(env or {})},
                               capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:

@@ -37,14 +37,15 @@ def _exec_rustc(argv):
     try:
         os.execvp(argv[0], argv)
     except OSError as e:
-        os.write(2, ("distbuild-wrap: cannot run %s: %s\n" % (argv[0], e)).encode())
+        os.write(2, ("distbuild-wrap: cannot run " + argv[0] + ": " + str(e) + "\n").encode())
         os._exit(127)
 
 
 def _fallback(home, argv):
     """Count the fallback (one byte appended to <home>/fallbacks) and run rustc."""
     try:
-        fd = os.open(os.path.join(home, "fallbacks"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        fd = os.open(os.path.join(home, "fallbacks"), flags, 0o644)
         os.write(fd, b"f")
         os.close(fd)
     except OSError:
@@ -71,14 +72,15 @@ def _start_master(home):
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
-            log = os.open(os.path.join(home, "master.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+            log = os.open(os.path.join(home, "master.log"), flags, 0o644)
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
             os.dup2(log, 1)
             os.dup2(log, 2)
             os.closerange(3, 65536)
-            env = {k: v for k, v in os.environ.items()
-                   if not k.startswith(("CARGO_", "RUSTC", "OUT_DIR", "RUST_", "MAKEFLAGS", "MFLAGS"))}
+            build_vars = ("CARGO_", "RUSTC", "OUT_DIR", "RUST_", "MAKEFLAGS", "MFLAGS")
+            env = {k: v for k, v in os.environ.items() if not k.startswith(build_vars)}
             python = os.environ.get("DISTBUILD_PYTHON") or sys.executable
             os.execve(python, [python, "-m", "distbuild.master.daemon"], env)
         finally:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 import blake3
 
@@ -44,6 +44,12 @@ class GcReport:
 class VerifyReport:
     checked: int = 0
     corrupt: list[str] = field(default_factory=list)
+
+
+class Readable(Protocol):
+    """Anything with a binary ``read(size)``: a file, a socket reader, a chunk iterator shim."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class BlobStore(Protocol):
@@ -98,7 +104,7 @@ class LocalCAS:
         self._commit(tmp, digest)
         return digest
 
-    def put_stream(self, stream: BinaryIO, expected: Digest | None = None) -> Digest:
+    def put_stream(self, stream: Readable, expected: Digest | None = None) -> Digest:
         """Store a stream, hashing as it is copied; refuse it if ``expected`` differs."""
         fd, tmp = self._tempfile()
         hasher, size = blake3.blake3(), 0

@@ -23,7 +23,14 @@ from distbuild.rustc import args as rargs
 from distbuild.rustc.depinfo import parse_dep_info
 from distbuild.rustc.key import Manifest, direct_key, result_key
 from distbuild.rustc.outputs import dep_info_path, predicted_outputs, stem
-from distbuild.rustc.paths import CARGO_HOME, TARGET, WORKSPACE, PathMap, default_cargo_home, path_map_for
+from distbuild.rustc.paths import (
+    CARGO_HOME,
+    TARGET,
+    WORKSPACE,
+    PathMap,
+    default_cargo_home,
+    path_map_for,
+)
 from distbuild.rustc.runner_env import execution_env
 from distbuild.rustc.toolchain import ToolchainRegistry
 

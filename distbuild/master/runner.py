@@ -20,7 +20,7 @@ from distbuild.config import Config, cpu_count
 
 @dataclass
 class CompileJob:
-    argv: list[str]  # argv[0] is the rustc path; paths as Cargo gave them (absolute or cwd-relative)
+    argv: list[str]  # argv[0] is rustc; paths as Cargo gave them (absolute or cwd-relative)
     env: dict[str, str]  # complete environment for rustc (jobserver variables removed)
     cwd: str  # absolute working directory
     outputs: list[str]  # absolute paths of every file the compile produces

@@ -63,7 +63,7 @@ class Manifest:
         return {"sources": list(self.sources), "env_deps": list(self.env_deps)}
 
 
-def _feed(h: "blake3.blake3", *parts: str) -> None:
+def _feed(h: blake3.blake3, *parts: str) -> None:
     for p in parts:
         b = p.encode("utf-8", "surrogateescape")
         h.update(len(b).to_bytes(8, "little"))

@@ -32,7 +32,8 @@ def _lib_files(sysroot: str) -> list[str]:
     lib = os.path.join(sysroot, "lib")
     files: list[str] = []
     for dirpath, dirnames, filenames in os.walk(lib):
-        dirnames[:] = sorted(d for d in dirnames if not (dirpath.endswith("rustlib") and d in ("src", "etc")))
+        skip = ("src", "etc") if dirpath.endswith("rustlib") else ()
+        dirnames[:] = sorted(d for d in dirnames if d not in skip)
         files.extend(os.path.join(dirpath, f) for f in sorted(filenames))
     return files
 
@@ -84,7 +85,8 @@ class ToolchainRegistry:
             return tc
 
     def _identify_slow(self, rustc: str, env: dict[str, str] | None) -> Toolchain:
-        run_env = {k: v for k, v in (env or os.environ).items() if k.startswith(("RUSTUP_", "PATH", "HOME"))}
+        run_env = {k: v for k, v in (env or os.environ).items()
+                   if k.startswith(("RUSTUP_", "PATH", "HOME"))}
         try:
             version = subprocess.run([rustc, "-vV"], capture_output=True, text=True, check=True,
                                      env=run_env).stdout
