@@ -35,6 +35,7 @@ class RemoteCAS:
     def __init__(self, addr: str, cfg: Config, channel: grpc.Channel | None = None,
                  timeout: float = 60.0):
         self.addr = addr
+        self.root = f"the CAS at {addr}"  # for display, like LocalCAS.root
         self._channel = channel or make_channel(addr, cfg)
         self._owns_channel = channel is None
         self._cas = re_grpc.ContentAddressableStorageStub(self._channel)

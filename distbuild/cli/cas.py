@@ -17,6 +17,15 @@ def local_store(cfg: Config) -> LocalCAS:
     return local_cas(cfg)
 
 
+def store_for(cfg: Config) -> Any:
+    """The scheduler's CAS when one is configured (put/get/list), else the local store."""
+    if cfg.scheduler.addr:
+        from distbuild.cas.remote import RemoteCAS
+
+        return RemoteCAS(cfg.scheduler.addr, cfg)
+    return local_store(cfg)
+
+
 def register(sub: Any) -> None:
     cas = sub.add_parser("cas", help="content-addressed store: put, get, list, gc, verify")
     cas_sub = cas.add_subparsers(dest="cas_command", metavar="CAS_COMMAND", required=True)
@@ -46,16 +55,21 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_verify)
 
 
-def resolve_digest(store: LocalCAS, text: str) -> Digest:
-    """Accept ``hash/size`` or a bare hash of a blob that is present locally."""
+def resolve_digest(store: Any, text: str) -> Digest:
+    """Accept ``hash/size`` or a bare hash of a blob that is present in ``store``."""
     if "/" in text:
         return Digest.parse(text)
+    if not isinstance(store, LocalCAS):
+        for blob in store.list():
+            if blob.digest.hash == text.lower():
+                return blob.digest  # type: ignore[no-any-return]
+        return Digest(text.lower(), 0)
     path = store.path_of(Digest(text.lower(), 0))
     return Digest(text.lower(), path.stat().st_size if path.exists() else 0)
 
 
 def cmd_put(args: argparse.Namespace) -> int:
-    store = local_store(load_config())
+    store = store_for(load_config())
     digest = store.put_file(args.file)
     if args.json:
         print_json({"digest": str(digest), "hash": digest.hash, "size": digest.size})
@@ -65,13 +79,13 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    store = local_store(load_config())
+    store = store_for(load_config())
     store.copy_to(resolve_digest(store, args.digest), args.output)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    store = local_store(load_config())
+    store = store_for(load_config())
     blobs = sorted(store.list(), key=lambda b: -b.last_used)
     if args.limit:
         blobs = blobs[: args.limit]

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "distbuild.cli.job",
     "distbuild.cli.scheduler",
     "distbuild.cli.worker",
+    "distbuild.cli.repl",
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
