@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from distbuild.actions import ActionResult, ExecutionMetadata, OutputFile
 from distbuild.cas.digest import Digest
 from distbuild.cas.store import LocalCAS
-from distbuild.errors import CasError, RemoteError
+from distbuild.errors import BlobNotFound, CorruptBlob, RemoteError
 from distbuild.master.action_cache import ActionCache, load_manifests, record_manifest
 from distbuild.master.filehash import FileHasher
 from distbuild.master.runner import CompileJob, CompileRun, CompileRunner, LocalRunner
@@ -152,10 +152,12 @@ class CompileService:
                 else:
                     self.cas.copy_to(out.digest, dest, mode)
                     self.hasher.prime(dest, out.digest.hash)
-        except CasError as e:
+        except CorruptBlob as e:
             self.stats.incr("corrupt_blobs")
             log.warning("cached result unusable, recompiling: %s", e)
             return None
+        except BlobNotFound:
+            return None  # evicted since the result was recorded: an ordinary miss
         return Reply(exit_code=result.exit_code, stdout=stdout, stderr=stderr, outcome="hit")
 
     def _text_blob(self, digest: Digest | None, paths: PathMap) -> bytes | None:
