@@ -48,6 +48,8 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=0.0, metavar="S",
                    help="wall-clock limit in seconds (default: the job timeout)")
     p.add_argument("--memory", default="", metavar="SIZE", help="memory cap, e.g. 256MiB")
+    p.add_argument("--seed", default="", metavar="HEX",
+                   help="seed of the module's random bytes (default: derived from the task)")
     p.add_argument("--output-dir", default="out", metavar="DIR",
                    help="the one writable directory (default: out); its files are outputs")
     p.add_argument("--local", action="store_true",
@@ -85,7 +87,7 @@ def build_task(args: argparse.Namespace, store: LocalCAS) -> tuple[WasmTask, Pat
         module=module, args=tuple(args.args) + tuple(extra), env=tuple(env),
         inputs=tuple(TaskInput.parse(i) for i in args.input), fuel=args.fuel,
         timeout_s=args.timeout, memory=args.memory, output_dir=args.output_dir,
-        program=Path(module_file).name if module_file else "task.wasm",
+        program=Path(module_file).name if module_file else "task.wasm", seed=args.seed,
     )
     if module_file is not None and digest_file(module_file) != module:
         raise InvalidRequest(f"{module_file} changed while being read")

@@ -2,7 +2,7 @@
 
 An action's ``ExecSpec`` names its module with the property ``wasm_module`` (a CAS digest,
 ``hash/size``); without it, ``argv[0]`` is a ``.wasm`` file inside the sandbox. Other properties:
-``wasm_fuel`` (instructions), ``wasm_memory`` (e.g. ``256MiB``), ``wasm_seed`` (64 hex chars;
+``wasm_fuel`` (instructions), ``wasm_memory`` (e.g. ``256MiB``), ``wasm_seed`` (hex;
 the task layer passes the task digest), ``wasm_output_dir`` (the one writable directory,
 default: the common parent of ``output_paths``).
 

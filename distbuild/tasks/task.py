@@ -8,8 +8,11 @@ found in the action cache, and its receipt is looked up by that digest (homestar
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+import blake3
 
 from distbuild.actions import Action, Command
 from distbuild.cas.digest import Digest
@@ -49,21 +52,37 @@ class WasmTask:
     memory: str = ""  # e.g. "256MiB"; empty = the worker's cap
     output_dir: str = "out"  # the one writable directory; every file in it is an output
     program: str = "task.wasm"  # argv[0] as the guest sees it
+    seed: str = ""  # hex; empty = derived from everything else the task names
 
-    def properties(self) -> tuple[tuple[str, str], ...]:
+    def derived_seed(self, input_root: Digest) -> str:
+        """The seed of the guest's randomness: a hash of the module, inputs, argv, env, limits.
+
+        It is part of the Command (hence of the task digest) and reaches the executor
+        unchanged, so every worker and the in-process runner produce the same random bytes.
+        """
+        if self.seed:
+            return self.seed
+        canon = json.dumps({"module": str(self.module), "inputs": str(input_root),
+                            "args": self.args, "env": sorted(self.env), "fuel": self.fuel,
+                            "memory": self.memory, "output_dir": self.output_dir,
+                            "program": self.program}, sort_keys=True)
+        return blake3.blake3(canon.encode()).hexdigest()
+
+    def properties(self, input_root: Digest) -> tuple[tuple[str, str], ...]:
         props = [*EXECUTOR_PLATFORM, ("wasm_module", str(self.module)),
-                 ("wasm_output_dir", self.output_dir)]
+                 ("wasm_output_dir", self.output_dir),
+                 ("wasm_seed", self.derived_seed(input_root))]
         if self.fuel:
             props.append(("wasm_fuel", str(self.fuel)))
         if self.memory:
             props.append(("wasm_memory", self.memory))
         return tuple(sorted(props))
 
-    def command(self) -> Command:
+    def command(self, input_root: Digest) -> Command:
         check_relative(self.output_dir)
         return Command(
             arguments=(self.program, *self.args), environment=tuple(sorted(self.env)),
-            output_paths=(self.output_dir,), platform=self.properties(),
+            output_paths=(self.output_dir,), platform=self.properties(input_root),
         )
 
 
@@ -78,22 +97,20 @@ class PreparedTask:
     blobs: dict[Digest, BlobSource]
 
     def exec_spec(self) -> ExecSpec:
-        """What a wasm executor runs; the seed of its randomness is the task digest."""
-        return exec_spec_for(self.command, self.action, self.action_digest)
-
-
-def exec_spec_for(command: Command, action: Action, action_digest: Digest) -> ExecSpec:
-    return ExecSpec(
-        argv=command.arguments, env=command.environment, output_paths=command.output_paths,
-        working_directory=command.working_directory, timeout_s=action.timeout_s,
-        properties=(*command.platform, ("wasm_seed", action_digest.hash)),
-    )
+        """What a wasm executor runs (the same spec a worker derives from the Action)."""
+        props = dict(self.command.platform + self.action.platform)
+        return ExecSpec(
+            argv=self.command.arguments, env=self.command.environment,
+            output_paths=self.command.output_paths,
+            working_directory=self.command.working_directory, timeout_s=self.action.timeout_s,
+            properties=tuple(props.items()),
+        )
 
 
 def prepare(task: WasmTask, module_file: Path | None = None) -> PreparedTask:
     """Encode a task; ``module_file`` (the module's bytes) is added to the blobs when given."""
     root, blobs = build_tree(task.inputs)
-    command = task.command()
+    command = task.command(root)
     command_digest, command_blob = blob_of(encode_command(command))
     action = Action(command_digest=command_digest, input_root_digest=root,
                     timeout_s=task.timeout_s, platform=EXECUTOR_PLATFORM)
