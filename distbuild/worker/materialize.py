@@ -118,12 +118,33 @@ def prepare_outputs(sandbox: Path, output_paths: tuple[str, ...]) -> None:
             resolve_inside(sandbox, parent)  # a symlink in the tree must not redirect it
 
 
+def expand_output_dirs(sandbox: Path, output_paths: tuple[str, ...]) -> list[str]:
+    """Output paths, each existing directory replaced by the regular files below it.
+
+    REAPI v2.1 lets an output path name a directory; wasm tasks declare their one writable
+    directory this way. Symlinks below it are skipped (they could point anywhere).
+    """
+    paths: list[str] = []
+    for out in output_paths:
+        top = resolve_inside(sandbox, out)
+        if not top.is_dir():
+            paths.append(out)
+            continue
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                if not os.path.islink(full):
+                    paths.append(posixpath.join(out, os.path.relpath(full, top)))
+    return paths
+
+
 def collect_outputs(sandbox: Path, output_paths: tuple[str, ...],
                     store: CachedStore) -> tuple[OutputFile, ...]:
     """Upload the outputs that exist (missing ones are simply absent, as in REAPI)."""
     found: list[tuple[str, Path, bytes | None, bool]] = []
     root = str(sandbox).encode()
-    for out in sorted(set(output_paths)):
+    for out in sorted(set(expand_output_dirs(sandbox, output_paths))):
         path = resolve_inside(sandbox, out)
         if not path.is_file():
             continue
