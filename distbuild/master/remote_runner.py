@@ -32,7 +32,7 @@ from pathlib import Path
 from distbuild.cas.digest import Digest, digest_file
 from distbuild.cas.remote import RemoteCAS
 from distbuild.config import Config
-from distbuild.errors import DistbuildError, JobFailed, NoSuitableWorker, RemoteError
+from distbuild.errors import DistbuildError, JobFailed, NoSuitableWorker, RemoteError, Unavailable
 from distbuild.master.runner import CompileJob, CompileRun, CompileRunner
 from distbuild.rpc.server import BATCH_LIMIT, make_channel
 from distbuild.rustc.depinfo import parse_dep_info
@@ -50,6 +50,7 @@ KEEP_ENV = frozenset({"PATH", "HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "CARGO"
                       "RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER",
                       "LD_LIBRARY_PATH", "TMPDIR"})
 _PATH_CHAR = r"A-Za-z0-9._+\-"
+RETRY_AFTER_S = 5.0  # after Unavailable / NoSuitableWorker, go local at once for this long
 
 
 class RemoteRunner:
@@ -68,6 +69,8 @@ class RemoteRunner:
         self._digests: dict[tuple[str, int, int, int], Digest] = {}
         self._toolchains: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._down_reason = ""
 
     def close(self) -> None:
         self._channel.close()
@@ -75,6 +78,17 @@ class RemoteRunner:
     def run(self, job: CompileJob) -> CompileRun:
         """Compile remotely; raises RemoteError for anything the cluster got wrong."""
         start = time.monotonic()
+        if start < self._down_until:
+            raise Unavailable(f"scheduler at {self.addr} was unavailable moments ago "
+                              f"({self._down_reason}); compiling locally")
+        try:
+            return self._run(job, start)
+        except Unavailable as e:
+            # Do not pay a connection attempt per compile while the cluster is down.
+            self._down_until, self._down_reason = time.monotonic() + RETRY_AFTER_S, str(e)
+            raise
+
+    def _run(self, job: CompileJob, start: float) -> CompileRun:
         try:
             prepared, outputs = self.prepare(job)
             self.cas.upload(prepared.blobs)

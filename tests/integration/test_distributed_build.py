@@ -1,0 +1,126 @@
+"""Issue 3, tests 1, 2 and 7: fixture builds through the cluster (real cargo, real processes)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Distbuild, copy_workspace, run_app
+from tests.integration.cluster import Cluster, free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path / "cluster")
+    yield c
+    c.stop()
+
+
+def _client_home(tmp_path: Path, cluster: Cluster) -> Distbuild:
+    db = Distbuild(tmp_path / "client-home")
+    db.env.update(DISTBUILD_SCHEDULER=cluster.addr, DISTBUILD_CONFIG=str(cluster.config_path))
+    return db
+
+
+def test_fixture_built_fully_remote_on_two_workers(tmp_path: Path, cluster: Cluster,
+                                                   plain_app_output: str) -> None:
+    """Every miss runs on the cluster, the bin prints what plain cargo's prints, and both
+    workers got jobs."""
+    cluster.start_scheduler()
+    cluster.start_worker("w1", capacity=2)
+    cluster.start_worker("w2", capacity=2)
+    ws = copy_workspace(tmp_path / "ws")
+    db = _client_home(tmp_path, cluster)
+    try:
+        db.cargo("build", cwd=ws)
+        stats = db.stats()
+    finally:
+        db.stop()
+    assert stats["executed_remote"] > 0, stats
+    assert stats["executed_local"] == 0, stats
+    assert stats["fallbacks"] == 0, stats
+    assert run_app(ws) == plain_app_output
+    jobs = cluster.client().list_jobs()
+    assert {j.state for j in jobs} == {"COMPLETED"}
+    assert {j.worker_id for j in jobs} == {"w1", "w2"}
+
+
+def test_worker_killed_mid_build(tmp_path: Path, cluster: Cluster,
+                                 plain_app_output: str) -> None:
+    """SIGKILL a worker while it runs jobs: the build succeeds, its jobs ran on the other
+    worker, and the killed worker is listed as lost."""
+    # A rustc that is slow only inside w1's sandboxes, so w1 is surely busy when killed.
+    slow = tmp_path / "slow-rustc"
+    real = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True,
+                          check=True).stdout.strip() + "/bin/rustc"
+    slow.write_text(f'#!/bin/sh\ncase "$PWD" in */w1-home/*) sleep 4;; esac\n'
+                    f'exec {real} "$@"\n')
+    slow.chmod(0o755)
+    cluster.start_scheduler()
+    cluster.start_worker("w1", capacity=4)
+    ws = copy_workspace(tmp_path / "ws")
+    db = _client_home(tmp_path, cluster)
+    build = subprocess.Popen(["cargo", "distbuild", "build"], cwd=ws,
+                             env={**db.env, "RUSTC": str(slow)}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+    try:
+        client = cluster.client()
+        wait_for("a job running on w1",
+                 lambda: any(j.state == "RUNNING" and j.worker_id == "w1"
+                             for j in client.list_jobs()), timeout=120)
+        cluster.start_worker("w2", capacity=4)
+        cluster.kill("w1", signal.SIGKILL)
+        out, _ = build.communicate(timeout=300)
+        assert build.returncode == 0, out.decode(errors="replace")
+        stats = db.stats()
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait(timeout=30)
+        db.stop()
+    assert run_app(ws) == plain_app_output
+    workers = {w.worker_id: w for w in client.list_workers()}
+    assert workers["w1"].state == "LOST"
+    jobs = client.list_jobs()
+    retried = [j for j in jobs if j.attempts >= 2]
+    assert retried, [(j.job_id, j.worker_id, j.attempts) for j in jobs]
+    assert all(j.state == "COMPLETED" and j.worker_id == "w2" for j in retried)
+    assert stats["executed_remote"] > 0, stats
+
+
+def test_scheduler_unreachable_falls_back_locally(tmp_path: Path, plain_app_output: str) -> None:
+    """With the configured scheduler down, the build completes locally and counts fallbacks."""
+    ws = copy_workspace(tmp_path / "ws")
+    db = Distbuild(tmp_path / "client-home")
+    db.env["DISTBUILD_SCHEDULER"] = f"127.0.0.1:{free_port()}"  # nothing listens there
+    try:
+        db.cargo("build", cwd=ws)
+        stats = db.stats()
+    finally:
+        db.stop()
+    assert run_app(ws) == plain_app_output
+    assert stats["executed_remote"] == 0, stats
+    assert stats["executed_local"] > 0, stats
+    assert stats["fallbacks"] == stats["executed_local"], stats
+
+
+def test_no_suitable_worker_falls_back(tmp_path: Path, cluster: Cluster,
+                                       plain_app_output: str) -> None:
+    """A reachable scheduler with no worker at all: compiled locally, fallbacks counted."""
+    cluster.start_scheduler()
+    ws = copy_workspace(tmp_path / "ws")
+    db = _client_home(tmp_path, cluster)
+    try:
+        db.cargo("build", cwd=ws)
+        stats = db.stats()
+    finally:
+        db.stop()
+    assert run_app(ws) == plain_app_output
+    assert stats["executed_remote"] == 0, stats
+    assert stats["fallbacks"] > 0, stats
