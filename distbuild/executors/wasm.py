@@ -66,9 +66,24 @@ class WasmLimits:
 
 @dataclass
 class _EngineSlot:
+    """An engine with its linkers and modules; used by one run at a time."""
+
     engine: wasmtime.Engine
-    helper: wasmtime.Module
+    helper: wasmtime.Module  # the forwarding module of wasm_wasi
+    wasi: DeterministicWasi  # its shadows are defined on ``linker``
+    linker: wasmtime.Linker  # WASI with the deterministic shadows
+    plain: wasmtime.Linker  # WASI only: where the originals come from
     modules: OrderedDict[str, wasmtime.Module] = field(default_factory=OrderedDict)
+
+    @classmethod
+    def new(cls) -> _EngineSlot:
+        engine = make_engine()
+        wasi = DeterministicWasi()
+        linker, plain = wasmtime.Linker(engine), wasmtime.Linker(engine)
+        wasi.install(linker)
+        plain.define_wasi()
+        helper = wasmtime.Module(engine, bytes(wasmtime.wat2wasm(HELPER_WAT)))
+        return cls(engine, helper, wasi, linker, plain)
 
 
 class _Capture:
@@ -140,8 +155,7 @@ class WasmExecutor:
         with self._lock:
             if self._pool:
                 return self._pool.pop()
-        engine = make_engine()
-        return _EngineSlot(engine, wasmtime.Module(engine, bytes(wasmtime.wat2wasm(HELPER_WAT))))
+        return _EngineSlot.new()
 
     def _release(self, slot: _EngineSlot) -> None:
         with self._lock:
@@ -220,16 +234,16 @@ class WasmExecutor:
         if out_dir:
             wasi.preopen_dir(str(resolve_inside(sandbox, out_dir)), f"/{out_dir}", True)
         store.set_wasi(wasi)
-        det = DeterministicWasi(DeterministicState(seed))
-        linker = wasmtime.Linker(slot.engine)
-        originals = det.install(linker, store)
+        det = slot.wasi
+        det.state = DeterministicState(seed)
+        originals = det.originals(slot.plain, store)
 
         exit_code, failure, note, memory = 0, "", "", None
         if cancel.is_set():
             return ExecOutcome(EXIT_STOPPED, failure="cancelled")
         watchdog = _Watchdog(slot.engine, cancel, limits.timeout_s)
         try:
-            instance = linker.instantiate(store, module)
+            instance = slot.linker.instantiate(store, module)
             exports = instance.exports(store)
             mem, entry = exports.get("memory"), exports.get("_start")
             if isinstance(mem, wasmtime.Memory):

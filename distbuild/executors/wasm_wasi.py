@@ -126,25 +126,32 @@ def _guarded(fn: Callable[..., int]) -> Callable[..., int]:
 
 
 class DeterministicWasi:
-    """Installs the deterministic shadows on a linker for one store."""
+    """The deterministic shadows, defined once on a linker; ``state`` is swapped per run.
 
-    def __init__(self, state: DeterministicState):
-        self.state = state
+    One instance serves one run at a time (the executor pools engines, one run each).
+    """
+
+    def __init__(self, state: DeterministicState | None = None):
+        self.state = state or DeterministicState(bytes(32))
 
     # -- wiring ----------------------------------------------------------------------------
-    def install(self, linker: wasmtime.Linker, store: wasmtime.Store) -> list[wasmtime.Func]:
-        """Define WASI with our shadows; returns wasmtime's originals for ``attach_helper``."""
+    def install(self, linker: wasmtime.Linker) -> None:
+        """Define WASI with our shadows on ``linker`` (store-independent, reusable)."""
         linker.define_wasi()
-        originals = []
-        for name in FORWARDED:
-            func = linker.get(store, WASI, name)
-            assert isinstance(func, wasmtime.Func)
-            originals.append(func)
         linker.allow_shadowing = True
         for name, params, fn in self._shadows():
             ty = FuncType(params, [_I32])
             linker.define_func(WASI, name, ty, _guarded(fn), access_caller=True)
-        return originals
+
+    @staticmethod
+    def originals(plain: wasmtime.Linker, store: wasmtime.Store) -> list[wasmtime.Func]:
+        """wasmtime's own functions behind the shadows, from a linker with only WASI on it."""
+        found = []
+        for name in FORWARDED:
+            func = plain.get(store, WASI, name)
+            assert isinstance(func, wasmtime.Func)
+            found.append(func)
+        return found
 
     def attach_helper(
         self, store: wasmtime.Store, helper: wasmtime.Module, originals: list[wasmtime.Func],
