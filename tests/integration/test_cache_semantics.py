@@ -47,10 +47,11 @@ def test_failed_compilation_is_not_cached(distbuild: Distbuild, workspace: Path)
     """A compile error fails the build every time; it is never served from the cache."""
     lib = workspace / "crates" / "warny" / "src" / "lib.rs"
     lib.write_text(lib.read_text() + "\npub fn broken() -> u32 { \"not a number\" }\n")
-    first = distbuild.cargo("build", cwd=workspace, check=False)
+    serial = {"CARGO_BUILD_JOBS": "1"}  # so the failure stops the build at the same point
+    first = distbuild.cargo("build", cwd=workspace, check=False, env=serial)
     assert first.returncode != 0 and "mismatched types" in first.stderr
     distbuild.zero()
-    second = distbuild.cargo("build", cwd=workspace, check=False)
+    second = distbuild.cargo("build", cwd=workspace, check=False, env=serial)
     assert second.returncode != 0 and "mismatched types" in second.stderr
     stats = distbuild.stats()
     # Cargo retries only the broken crate: it must be compiled again, not served.
