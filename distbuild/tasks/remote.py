@@ -6,9 +6,11 @@ the ActionResult of the first run, so the receipt derived from it is the same on
 
 from __future__ import annotations
 
+from distbuild.actions import ActionResult, ExecutionMetadata
 from distbuild.cas.remote import RemoteCAS
 from distbuild.config import Config
 from distbuild.errors import ExecutionError
+from distbuild.executors.wasm import EXIT_STOPPED
 from distbuild.scheduler.client import JobView, SchedulerClient
 from distbuild.tasks.receipt import Receipt
 from distbuild.tasks.run import TaskRun
@@ -36,12 +38,16 @@ class RemoteTaskRunner:
         job = self.submit(prepared)
         view = job if job.done else self.client.wait(job.job_id, timeout=self.timeout)
         result = view.result
-        if result is None:
-            raise ExecutionError(f"job {view.job_id} ended {view.state}: {view.error}")
+        if result is None:  # stopped by a limit, cancelled, or refused: still a receipt
+            if not view.done:
+                raise ExecutionError(f"job {view.job_id} still {view.state} after waiting")
+            result = ActionResult(exit_code=EXIT_STOPPED, metadata=ExecutionMetadata(
+                worker=view.worker_id, executor="wasm", started_at=view.started_at,
+                completed_at=view.completed_at))
         receipt = Receipt.from_result(prepared.action_digest, prepared.task.module, result)
         digest = self.cas.put_bytes(receipt.encode())
         stdout = self.cas.get_bytes(result.stdout_digest) if result.stdout_digest else b""
         stderr = self.cas.get_bytes(result.stderr_digest) if result.stderr_digest else b""
-        failure = view.error if view.state != "COMPLETED" else ""
+        failure = view.error.splitlines()[0] if view.state != "COMPLETED" and view.error else ""
         return TaskRun(view.job_id, prepared.action_digest, digest, receipt, view.cached,
                        stdout, stderr, failure)

@@ -153,6 +153,14 @@ def test_identical_task_through_the_scheduler_is_cached_with_the_same_receipt(
     assert '"three",' in generated
     assert (receipt["task"], receipt["worker"]) == (first["task"], "wasm-1")
     assert receipt["fuel_consumed"] == first["fuel_consumed"] > 0
+    spin = tmp_path / "spin.wasm"
+    spin.write_bytes(wat_to_wasm((FIXTURES / "spin.wat").read_text()))
+    proc = subprocess.run([*CLI, "job", "submit", "--wasm", str(spin), "--fuel", "1000",
+                           "--wait", "--json"], env=_env(cluster.home, cluster.addr),
+                          capture_output=True, text=True, timeout=120, check=False)
+    stopped = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert "out of fuel" in str(stopped["failure"]) and stopped["cached"] is False
 
 
 def test_build_action_with_a_wasi_program_runs_on_the_wasm_worker(
