@@ -44,6 +44,8 @@ EXIT_INVALID = 126  # not a runnable WASI command module
 MEMORY_SLACK = 1 << 20  # a failed run this close to the cap counts as hitting it
 _WATCH_POLL_S = 0.02
 _MODULES_PER_ENGINE = 64
+_HELPER_WASM = bytes(wasmtime.wat2wasm(HELPER_WAT))
+_HELPER_DIGEST = digest_bytes(_HELPER_WASM)
 
 
 @dataclass(frozen=True)
@@ -76,13 +78,16 @@ class _EngineSlot:
     modules: OrderedDict[str, wasmtime.Module] = field(default_factory=OrderedDict)
 
     @classmethod
-    def new(cls) -> _EngineSlot:
+    def new(cls, cache: ModuleCache) -> _EngineSlot:
         engine = make_engine()
         wasi = DeterministicWasi()
         linker, plain = wasmtime.Linker(engine), wasmtime.Linker(engine)
         wasi.install(linker)
         plain.define_wasi()
-        helper = wasmtime.Module(engine, bytes(wasmtime.wat2wasm(HELPER_WAT)))
+        helper = cache.load(engine, _HELPER_DIGEST)
+        if helper is None:
+            helper = wasmtime.Module(engine, _HELPER_WASM)
+            cache.save(_HELPER_DIGEST, helper)
         return cls(engine, helper, wasi, linker, plain)
 
 
@@ -155,7 +160,7 @@ class WasmExecutor:
         with self._lock:
             if self._pool:
                 return self._pool.pop()
-        return _EngineSlot.new()
+        return _EngineSlot.new(self.cache)
 
     def _release(self, slot: _EngineSlot) -> None:
         with self._lock:
