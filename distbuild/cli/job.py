@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
 
 
 def add_submit_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``job submit`` (shared with the REPL's ``job submit``)."""
+    """The options of ``job submit`` (the REPL's ``job submit --wasm`` comes here too)."""
     p.add_argument("--wasm", required=True, metavar="MODULE",
                    help="a .wasm file, or the digest (hash/size) of one in the CAS")
     p.add_argument("--input", action="append", default=[], metavar="PATH[=GUEST]",
@@ -138,13 +138,4 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0 if run.receipt.exit_code == 0 and not run.failure else 1
 
 
-def repl_submit(words: list[str]) -> int:
-    """The REPL's ``job submit ...``: the same options, parsed from a command line."""
-    parser = argparse.ArgumentParser(prog="job submit", exit_on_error=False)
-    add_submit_arguments(parser)
-    args = parser.parse_args(words)
-    args.func = cmd_submit
-    return cmd_submit(args)
-
-
-__all__ = ["add_submit_arguments", "cmd_submit", "register", "repl_submit"]
+__all__ = ["add_submit_arguments", "cmd_submit", "register"]
