@@ -17,10 +17,10 @@ from distbuild._proto.v1 import remote_execution_pb2 as re_pb
 from distbuild._proto.v1 import remote_execution_pb2_grpc as re_grpc
 from distbuild.cas.digest import Digest, digest_bytes
 from distbuild.cas.store import BlobInfo, LocalCAS
-from distbuild.errors import BlobTooLarge, CorruptBlob, InvalidDigest, InvalidRequest
+from distbuild.errors import BlobNotFound, BlobTooLarge, CorruptBlob, InvalidDigest, InvalidRequest
 from distbuild.rpc import convert
 from distbuild.rpc.server import STREAM_CHUNK
-from distbuild.rpc.status import guarded
+from distbuild.rpc.status import guarded, status_pair
 from distbuild.scheduler.action_cache import ActionCacheStore
 
 log = logging.getLogger(__name__)
@@ -153,8 +153,6 @@ class CasServicer(re_grpc.ContentAddressableStorageServicer):
             except (CorruptBlob, FileNotFoundError) as e:
                 resp.status.code, resp.status.message = grpc.StatusCode.NOT_FOUND.value[0], str(e)
             except Exception as e:  # noqa: BLE001 - per-blob status, never a failed batch
-                from distbuild.rpc.status import status_pair
-
                 resp.status.code, resp.status.message = status_pair(e)
         return out
 
@@ -222,7 +220,7 @@ class ActionCacheServicer(re_grpc.ActionCacheServicer):
         _check_function(request.digest_function)
         result = self.store.get(convert.digest_from_proto(request.action_digest))
         if result is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, "no action cache entry")
+            raise BlobNotFound(f"no action cache entry for {request.action_digest.hash}")
         return convert.result_to_proto(result)
 
     @guarded

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from distbuild.cli.render import console, human_size, print_json, print_table
+from distbuild.cli.render import human_size, print_json, print_table
 from distbuild.config import Config, load_config
 from distbuild.errors import ConfigError
 

@@ -38,6 +38,7 @@ from distbuild.rpc.server import BATCH_LIMIT, make_channel
 from distbuild.rustc.depinfo import parse_dep_info
 from distbuild.scheduler.action_builder import InputFile, PreparedAction, prepare_action
 from distbuild.scheduler.client import SchedulerClient
+from distbuild.toolchain.ship import ship_toolchain
 from distbuild.worker.agent import host_platform, rustc_toolchain_id
 from distbuild.worker.materialize import SANDBOX_ROOT
 
@@ -93,9 +94,10 @@ class RemoteRunner:
             prepared, outputs = self.prepare(job)
             self.cas.upload(prepared.blobs)
             view = None
-            for view in self.client.execute(prepared.digest,
-                                            timeout=self.cfg.scheduler.job_timeout + 60):
-                pass
+            updates = self.client.execute(prepared.digest,
+                                          timeout=self.cfg.scheduler.job_timeout + 60)
+            for update in updates:
+                view = update  # the last update is the finished job
             if view is None or not view.done:
                 raise JobFailed("the scheduler ended the job stream early")
             if view.state != "COMPLETED" or view.result is None:
@@ -143,8 +145,12 @@ class RemoteRunner:
         argv = _drop_incremental([rustc, f"--remap-path-prefix={SANDBOX_ROOT}=/",
                                   *(sub(a) for a in args)])
         env = {k: (v if k in KEEP_ENV else sub(v)) for k, v in job.env.items()}
+        # Docker workers get the toolchain itself, named by its archive's digest (docs/docker.md)
+        shipped = (ship_toolchain(rustc, self.cfg, self.cas, job.env, job.cwd)
+                   if self.executor == "docker" else None)
         platform = (("executor", self.executor), *host_platform(),
-                    ("toolchain", self._toolchain(rustc)))
+                    ("toolchain", str(shipped.toolchain.digest) if shipped
+                     else self._toolchain(rustc)))
         out_map = {o.lstrip("/"): o for o in outputs}
         dirs = tuple(sorted({d.lstrip("/") for d in scan.out_dirs}))
         prepared = prepare_action(
@@ -152,6 +158,8 @@ class RemoteRunner:
             working_directory=os.path.normpath(job.cwd).lstrip("/"),
             platform=tuple(p for p in platform if p[1]),
             timeout_s=self.cfg.scheduler.job_timeout, dirs=dirs)
+        if shipped is not None:
+            prepared.blobs.update(shipped.blobs)
         return prepared, out_map
 
     def _probe_sources(self, job: CompileJob) -> list[str]:

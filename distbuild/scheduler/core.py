@@ -15,6 +15,7 @@ compile error is a completed job with a nonzero exit code and is never retried.
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 import time
 import uuid
@@ -30,7 +31,16 @@ from distbuild.rpc.convert import decode_action
 from distbuild.scheduler.action_cache import ActionCacheStore
 from distbuild.scheduler.fair_queue import FairQueue
 from distbuild.scheduler.model import (
-    ALIVE, CANCELLED, COMPLETED, FAILED, LOST, QUEUED, RUNNING, Job, Properties, WorkerInfo,
+    ALIVE,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    LOST,
+    QUEUED,
+    RUNNING,
+    Job,
+    Properties,
+    WorkerInfo,
     matches,
 )
 from distbuild.scheduler.persistence import StateDB
@@ -68,12 +78,13 @@ class Scheduler:
         for job in self.db.load_jobs():
             self.jobs[job.job_id] = job
             if job.state == QUEUED:
+                job.queued_since = now
                 self.queue.push(job.client_id, job.job_id)
             elif job.state == RUNNING:
-                w = self.workers.get(job.worker_id)
-                if w is not None and w.state == ALIVE:
-                    w.running.add(job.job_id)
-                    w.unconfirmed.add(job.job_id)
+                owner = self.workers.get(job.worker_id)
+                if owner is not None and owner.state == ALIVE:
+                    owner.running.add(job.job_id)
+                    owner.unconfirmed.add(job.job_id)
                 else:
                     self._requeue(job, count_attempt=False)
             else:
@@ -93,7 +104,7 @@ class Scheduler:
                       client_id=client_id or "anonymous", platform=action.platform,
                       timeout_s=action.timeout_s or self.cfg.job_timeout,
                       do_not_cache=action.do_not_cache, action_blob=blob, seq=self._seq,
-                      submitted_at=now)
+                      submitted_at=now, queued_since=now)
         cached = None if (skip_cache or action.do_not_cache) else self.ac.get(action_digest)
         with self._lock:
             self.jobs[job.job_id] = job
@@ -187,6 +198,7 @@ class Scheduler:
             w.last_heartbeat = self.clock()
             if w.unconfirmed:
                 self._reconcile(w, set(running), w.unconfirmed)
+                self._dispatch()
             cancels, w.to_cancel = w.to_cancel, []
             return False, cancels
 
@@ -246,7 +258,8 @@ class Scheduler:
                     w.state = LOST
                     for jid in sorted(w.running):
                         job = self.jobs.get(jid)
-                        if job is not None and job.state == RUNNING and job.worker_id == w.worker_id:
+                        if (job is not None and job.state == RUNNING
+                                and job.worker_id == w.worker_id):
                             self._retry_or_fail(job, f"worker {w.worker_id} was lost")
                     w.running.clear()
                     w.unconfirmed.clear()
@@ -258,7 +271,7 @@ class Scheduler:
                     self._tell_cancel(job)
                     self._finish(job, FAILED, error=f"timed out after {job.timeout_s:.0f}s",
                                  kind="ActionTimeout")
-                elif job.state == QUEUED and now - max(job.submitted_at, self.started_at) > \
+                elif job.state == QUEUED and now - job.queued_since > \
                         self.cfg.heartbeat_timeout and not any(
                             w.state == ALIVE and matches(job.platform, w.platform)
                             for w in self.workers.values()):
@@ -295,6 +308,7 @@ class Scheduler:
         if not count_attempt:
             job.attempts = max(job.attempts - 1, 0)
         job.state, job.worker_id, job.started_at = QUEUED, "", 0.0
+        job.queued_since = self.clock()
         self.queue.push(job.client_id, job.job_id, front=True)
         self._changed(job)
 
@@ -326,31 +340,32 @@ class Scheduler:
         if event is not None:
             event.set()
 
+    def _place(self, job_id: str, free: list[WorkerInfo]) -> WorkerInfo | None:
+        """The least-loaded free worker offering the job's platform, if any."""
+        platform = self.jobs[job_id].platform
+        fits = [w for w in free if matches(platform, w.platform)]
+        return _least_loaded(fits) if fits else None
+
     def _dispatch(self) -> None:
         while len(self.queue):
             free = [w for w in self.workers.values() if w.free > 0]
             if not free:
                 return
-            chosen: dict[str, WorkerInfo] = {}
-
-            def placeable(job_id: str) -> bool:
-                job = self.jobs[job_id]
-                fits = [w for w in free if matches(job.platform, w.platform)]
-                if not fits:
-                    return False
-                chosen[job_id] = min(fits, key=lambda w: (w.load, len(w.running), w.completed))
-                return True
-
-            job_id = self.queue.pop_next(placeable)
-            if job_id is None:
+            picked = self.queue.pop_next(functools.partial(self._place, free=free))
+            if picked is None:
                 return
-            job, w = self.jobs[job_id], chosen[job_id]
+            job_id, w = picked
+            job = self.jobs[job_id]
             job.state, job.worker_id, job.started_at = RUNNING, w.worker_id, self.clock()
             job.attempts += 1
             w.running.add(job_id)
             w.to_lease.append(job_id)
             self._changed(job)
             self._wake(w.worker_id)
+
+
+def _least_loaded(workers: list[WorkerInfo]) -> WorkerInfo:
+    return min(workers, key=lambda w: (w.load, len(w.running), w.completed))
 
 
 def _fmt(props: Properties) -> str:

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+P = TypeVar("P")
 
 
 class FairQueue:
     def __init__(self) -> None:
         self._queues: OrderedDict[str, deque[str]] = OrderedDict()
         self._size = 0
+        # When each client was last served (a counter), remembered while its queue is empty
+        # too: a client that just had a job does not jump ahead of one that is waiting.
+        self._served: dict[str, int] = {}
+        self._tick = 0
 
     def __len__(self) -> int:
         return self._size
@@ -38,21 +45,25 @@ class FairQueue:
             del self._queues[client]
         return True
 
-    def pop_next(self, placeable: Callable[[str], bool]) -> str | None:
-        """Pop the head job of the first client (in round-robin order) whose head is placeable.
+    def pop_next(self, place: Callable[[str], P | None]) -> tuple[str, P] | None:
+        """Pop the head job of the first client (round-robin) for which ``place`` finds a spot.
 
-        The chosen client moves to the back of the round, so the next pop serves another.
+        Returns (job id, what ``place`` returned). The chosen client moves to the back of the
+        round, so the next pop serves another client.
         """
-        for client in list(self._queues):
+        for client in sorted(self._queues, key=lambda c: self._served.get(c, 0)):
             q = self._queues[client]
-            if placeable(q[0]):
+            spot = place(q[0])
+            if spot is not None:
                 job_id = q.popleft()
                 self._size -= 1
-                if q:
-                    self._queues.move_to_end(client)
-                else:
+                self._tick += 1
+                self._served[client] = self._tick
+                if not q:
                     del self._queues[client]
-                return job_id
+                if len(self._served) > 4 * len(self._queues) + 1000:
+                    self._served = {c: t for c, t in self._served.items() if c in self._queues}
+                return job_id, spot
         return None
 
     def __iter__(self) -> Iterator[str]:

@@ -39,6 +39,7 @@ class Job:
     error_kind: str = ""  # the DistbuildError class name behind ``error``
     cached: bool = False
     version: int = 0  # bumped on every change; watchers wait for a newer one
+    queued_since: float = 0.0  # in memory only: when it last entered the queue
 
     @property
     def done(self) -> bool:
@@ -70,6 +71,10 @@ class WorkerInfo:
 
 
 def matches(required: Properties, offered: Properties) -> bool:
-    """A worker fits when it offers every required (name, value) pair."""
+    """A worker fits when it offers every required (name, value) pair.
+
+    An offered value ``*`` accepts any value of that name (a docker worker runs any toolchain
+    the action ships).
+    """
     have = set(offered)
-    return all(pair in have for pair in required)
+    return all(pair in have or (pair[0], "*") in have for pair in required)

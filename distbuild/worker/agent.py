@@ -68,8 +68,11 @@ class Worker:
         self.executor = make_executor(self.kind, cfg, self.store)
         self.runner = JobRunner(worker_id, self.store, self.executor, base / "sandboxes")
         props = [("executor", self.kind), *host_platform()]
-        props += [("toolchain", t) for t in dict.fromkeys(map(rustc_toolchain_id, toolchains))
-                  if t]
+        if self.kind == "docker":  # runs whatever toolchain an action ships (by digest)
+            props.append(("toolchain", "*"))
+        else:
+            props += [("toolchain", t) for t in dict.fromkeys(map(rustc_toolchain_id, toolchains))
+                      if t]
         self.platform = tuple(sorted(props))
         self.heartbeat_interval = cfg.scheduler.heartbeat_interval
         self._pool = futures.ThreadPoolExecutor(self.capacity, thread_name_prefix="job")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distbuild.actions import Action, ActionResult, ExecutionMetadata
-from distbuild.cas.digest import Digest
+from distbuild.cas.digest import Digest, digest_bytes
 from distbuild.errors import (
     ActionCancelled,
     ActionTimeout,
@@ -96,15 +96,14 @@ class JobRunner:
         if outcome.failure == "cancelled":
             raise ActionCancelled(f"cancelled; its process on {self.worker_id} was killed")
         if outcome.failure:
-            raise ExecutionError(f"{outcome.failure}: {outcome.stderr[-2000:].decode(errors='replace')}")
+            tail = outcome.stderr[-2000:].decode(errors="replace")
+            raise ExecutionError(f"{outcome.failure}: {tail}")
         files = collect_outputs(root, command.output_paths, self.store)
         stdout, stderr = unsubstitute(outcome.stdout, root), unsubstitute(outcome.stderr, root)
         blobs: dict[Digest, bytes | Path] = {}
-        std_digests = []
+        std_digests: list[Digest | None] = []
         for data in (stdout, stderr):
             if data:
-                from distbuild.cas.digest import digest_bytes
-
                 d = digest_bytes(data)
                 blobs[d] = data
                 std_digests.append(d)

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from distbuild.actions import Directory, OutputFile
-from distbuild.cas.digest import Digest
+from distbuild.cas.digest import Digest, digest_bytes, digest_file
 from distbuild.errors import PathEscape
 from distbuild.rpc.convert import decode_directory
 from distbuild.sandbox import check_relative, resolve_inside
@@ -157,13 +157,9 @@ def collect_outputs(sandbox: Path, output_paths: tuple[str, ...],
     files = []
     for out, path, data, executable in found:
         if data is not None:
-            from distbuild.cas.digest import digest_bytes
-
             digest = digest_bytes(data)
             blobs[digest] = data
         else:
-            from distbuild.cas.digest import digest_file
-
             digest = digest_file(path)
             blobs[digest] = path
         files.append(OutputFile(out, digest, executable))

@@ -98,7 +98,7 @@ class Cluster:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 
     def client(self) -> Any:
-        from distbuild.config import Config, AuthConfig
+        from distbuild.config import AuthConfig, Config
         from distbuild.scheduler.client import SchedulerClient
 
         return SchedulerClient(self.addr, Config(home=self.root / "client",

@@ -1,0 +1,192 @@
+"""Issue 3, tests 3-6: scheduler restart, auth and malformed requests, digest verification,
+and the REPL, against real scheduler and worker processes on loopback."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+
+from distbuild._proto.v1 import remote_execution_pb2 as re_pb
+from distbuild._proto.v1 import remote_execution_pb2_grpc as re_grpc
+from distbuild.actions import Directory, FileNode
+from distbuild.cas.digest import digest_bytes
+from distbuild.cas.remote import RemoteCAS
+from distbuild.config import AuthConfig, Config
+from distbuild.errors import AuthError, BlobTooLarge, CorruptBlob, InvalidDigest, InvalidRequest
+from distbuild.rpc import convert
+from distbuild.rpc.server import make_channel
+from distbuild.rpc.status import error_from_rpc
+from distbuild.scheduler.action_builder import InputFile, prepare_action
+from tests.integration.cluster import FAST_CONFIG, Cluster
+
+LOCAL = (("executor", "local"),)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path / "cluster")
+    yield c
+    c.stop()
+
+
+def _cfg(tmp_path: Path, token: str = "") -> Config:
+    return Config(home=tmp_path / "client", auth=AuthConfig(token=token))
+
+
+def _scheduler_blobs(cluster: Cluster) -> set[str]:
+    root = cluster.root / "scheduler-home" / "scheduler" / "cas" / "blobs"
+    return {p.name for p in root.rglob("*") if p.is_file()}
+
+
+def test_queued_jobs_survive_a_scheduler_restart(tmp_path: Path, cluster: Cluster) -> None:
+    """Jobs queued when the scheduler is killed complete after it restarts."""
+    cluster.start_scheduler()
+    cluster.start_worker("w1", capacity=1)
+    cas = RemoteCAS(cluster.addr, _cfg(tmp_path))
+    client = cluster.client()
+    job_ids = []
+    for i in range(4):
+        prepared = prepare_action(["/bin/sh", "-c", f"sleep 0.7; echo job{i} > out.txt"], {},
+                                  output_paths=("out.txt",), platform=LOCAL)
+        cas.upload(prepared.blobs)
+        job_ids.append(client.submit(prepared.digest).job_id)
+    assert sum(client.get_job(j).state == "QUEUED" for j in job_ids) >= 2
+    cluster.kill("scheduler", signal.SIGKILL)
+    time.sleep(0.5)
+    cluster.start_scheduler()
+    done = [client.wait(j, timeout=60) for j in job_ids]
+    assert [j.state for j in done] == ["COMPLETED"] * 4
+    outputs = [cas.get_bytes(j.result.output_files[0].digest) for j in done if j.result]
+    assert outputs == [f"job{i}\n".encode() for i in range(4)]
+
+
+def test_token_required(tmp_path: Path) -> None:
+    """With a token configured, calls without it or with a wrong one are refused clearly."""
+    cluster = Cluster(tmp_path / "cluster", token="s3cret")
+    try:
+        cluster.start_scheduler()
+        for token, words in (("", "missing auth token"), ("nope", "wrong auth token")):
+            with pytest.raises(AuthError, match=words):
+                RemoteCAS(cluster.addr, _cfg(tmp_path, token)).put_bytes(b"x")
+        assert _scheduler_blobs(cluster) == set()
+        digest = RemoteCAS(cluster.addr, _cfg(tmp_path, "s3cret")).put_bytes(b"x")
+        assert _scheduler_blobs(cluster) == {digest.hash}
+        cluster.start_worker("w1", capacity=1)  # workers authenticate with the same token
+        assert [w.state for w in cluster.client().list_workers()] == ["ALIVE"]
+    finally:
+        cluster.stop()
+
+
+def test_malformed_requests_refused(tmp_path: Path) -> None:
+    """Bad digests, oversized blobs and mismatching bytes are refused; nothing is stored."""
+    cluster = Cluster(tmp_path / "cluster", config=FAST_CONFIG + "[cache]\nmax_size = 65536\n")
+    try:
+        cluster.start_scheduler()
+        channel = make_channel(cluster.addr, _cfg(tmp_path))
+        stub = re_grpc.ContentAddressableStorageStub(channel)
+        cas = RemoteCAS(cluster.addr, _cfg(tmp_path), channel=channel)
+
+        with pytest.raises(grpc.RpcError) as info:
+            stub.FindMissingBlobs(re_pb.FindMissingBlobsRequest(
+                blob_digests=[re_pb.Digest(hash="xyz", size_bytes=1)]))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "malformed digest 'xyz'" in info.value.details()
+        with pytest.raises(InvalidDigest, match="negative blob size"):
+            _raise_from(stub.BatchUpdateBlobs, re_pb.BatchUpdateBlobsRequest(requests=[
+                re_pb.BatchUpdateBlobsRequest.Request(
+                    digest=re_pb.Digest(hash="0" * 64, size_bytes=-1), data=b"")]))
+        big = b"z" * 100_000
+        with pytest.raises(BlobTooLarge, match="larger than this store's cap"):
+            cas.put_bytes(big)
+        good, bad = b"good bytes", b"bad bytes"
+        with pytest.raises(CorruptBlob, match="not the claimed"):
+            cas._batch_update([(digest_bytes(good), good), (digest_bytes(good), bad)])
+        assert _scheduler_blobs(cluster) == set()
+    finally:
+        cluster.stop()
+
+
+def _raise_from(method: object, request: object) -> None:
+    try:
+        method(request, timeout=10)  # type: ignore[operator]
+    except grpc.RpcError as e:
+        raise error_from_rpc(e) from e
+
+
+def test_streamed_upload_with_wrong_bytes_refused(tmp_path: Path, cluster: Cluster) -> None:
+    """A large blob streamed with bytes that do not match its digest is refused, not stored."""
+    cluster.start_scheduler()
+    cas = RemoteCAS(cluster.addr, _cfg(tmp_path))
+    claimed = digest_bytes(b"a" * (4 << 20))
+    with pytest.raises(CorruptBlob):
+        cas._write_stream(claimed, b"b" * (4 << 20))
+    assert _scheduler_blobs(cluster) == set()
+    real = b"c" * (5 << 20)
+    digest = cas.put_bytes(real)
+    assert cas.get_bytes(digest) == real
+
+
+def test_input_path_escape_refused(tmp_path: Path, cluster: Cluster) -> None:
+    """An input tree naming '..' or a symlink out of the sandbox fails the job clearly, and
+    nothing runs."""
+    cluster.start_scheduler()
+    cluster.start_worker("w1", capacity=1)
+    cas = RemoteCAS(cluster.addr, _cfg(tmp_path))
+    client = cluster.client()
+    marker = tmp_path / "ran"
+    payload = digest_bytes(b"evil")
+    evil = Directory(files=(FileNode("..", payload),))
+    evil_blob = convert.encode_directory(evil)
+    prepared = prepare_action(["/bin/sh", "-c", f"touch {marker}"], {}, platform=LOCAL)
+    bad_action = replace(prepared.action, input_root_digest=digest_bytes(evil_blob))
+    bad_blob = convert.encode_action(bad_action)
+    cas.upload({**prepared.blobs, digest_bytes(evil_blob): evil_blob, payload: b"evil",
+                digest_bytes(bad_blob): bad_blob})
+    job = client.wait(client.submit(digest_bytes(bad_blob)).job_id, timeout=60)
+    assert job.state == "FAILED"
+    assert "PathEscape" in job.error and "'..'" in job.error
+    assert job.attempts == 1  # an invalid request is never retried
+    assert not marker.exists()
+    with pytest.raises(InvalidRequest, match="escapes its sandbox"):
+        prepare_action(["true"], {"../x": InputFile.of(b"x")})
+
+
+def test_repl_commands(tmp_path: Path, cluster: Cluster, capsys: pytest.CaptureFixture[str],
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The REPL runs cas put/list/get, jobs list, workers list, scheduler status and job
+    status through prompt-toolkit input; errors print a message, not a traceback."""
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from distbuild.cli.repl import run_repl
+
+    cluster.start_scheduler()
+    cluster.start_worker("w1", capacity=1)
+    monkeypatch.setenv("DISTBUILD_SCHEDULER", cluster.addr)
+    monkeypatch.setenv("DISTBUILD_HOME", str(tmp_path / "repl-home"))
+    monkeypatch.delenv("DISTBUILD_TOKEN", raising=False)
+    src = tmp_path / "hello.txt"
+    src.write_bytes(b"hello repl\n")
+    digest = digest_bytes(b"hello repl\n")
+    out = tmp_path / "copy.txt"
+    lines = [f"cas put {src}", "cas list", f"cas get {digest} {out}", "workers list",
+             "jobs list", "scheduler status", "job status no-such-job", "frobnicate",
+             "cas get", "help", "exit"]
+    with create_pipe_input() as pipe:
+        pipe.send_text("\n".join(lines) + "\n")
+        assert run_repl(input=pipe, output=DummyOutput()) == 0
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert str(digest) in text
+    assert out.read_bytes() == b"hello repl\n"
+    assert "w1" in text and "ALIVE" in text
+    assert "workers alive" in text
+    assert "no job 'no-such-job'" in text
+    assert "unknown command: frobnicate" in text
+    assert "Traceback" not in text

@@ -1,0 +1,184 @@
+"""Scheduler logic without gRPC: placement, capacity, retries, restart, timeouts, cancel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distbuild.actions import Action, ActionResult
+from distbuild.cas.digest import Digest, digest_bytes
+from distbuild.cas.store import LocalCAS
+from distbuild.config import SchedulerConfig
+from distbuild.errors import NoSuitableWorker
+from distbuild.rpc.convert import encode_action
+from distbuild.scheduler.action_cache import ActionCacheStore
+from distbuild.scheduler.core import Scheduler
+from distbuild.scheduler.persistence import StateDB
+
+LOCAL = (("executor", "local"), ("os", "linux"))
+CFG = SchedulerConfig(heartbeat_timeout=10.0, max_attempts=2, job_timeout=100.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Env:
+    def __init__(self, root: Path):
+        self.root = root
+        self.cas = LocalCAS(root / "cas")
+        self.clock = Clock()
+        self.sched = self.new()
+        self._n = 0
+
+    def new(self) -> Scheduler:
+        return Scheduler(CFG, StateDB(self.root / "state.db"), self.cas,
+                         ActionCacheStore(self.root / "ac", self.cas), clock=self.clock)
+
+    def action(self, platform: tuple[tuple[str, str], ...] = LOCAL, timeout: float = 0.0,
+               do_not_cache: bool = False) -> Digest:
+        self._n += 1
+        seed = digest_bytes(str(self._n).encode())
+        return self.cas.put_bytes(encode_action(Action(seed, seed, timeout_s=timeout,
+                                                       platform=platform,
+                                                       do_not_cache=do_not_cache)))
+
+    def worker(self, wid: str, capacity: int = 1,
+               platform: tuple[tuple[str, str], ...] = LOCAL) -> None:
+        self.sched.register(wid, f"{wid}:1", capacity, platform, [])
+
+    def leased(self, wid: str) -> list[str]:
+        items, _, _ = self.sched.lease(wid, 0)
+        return [j.job_id for j in items]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+OK = ActionResult(exit_code=0)
+FAILED_COMPILE = ActionResult(exit_code=1)
+
+
+def test_capacity_and_least_loaded(env: Env) -> None:
+    """Jobs go to the least-loaded worker and never beyond a worker's slots."""
+    env.worker("a", capacity=2)
+    env.worker("b", capacity=1)
+    jobs = [env.sched.submit(env.action(), "c1").job_id for _ in range(5)]
+    placed = {w.worker_id: len(w.running) for w in env.sched.list_workers()}
+    assert placed == {"a": 2, "b": 1}
+    assert [env.sched.get(j).state for j in jobs].count("QUEUED") == 2
+    assert len(env.leased("a")) == 2
+
+
+def test_platform_matching(env: Env) -> None:
+    """A job only goes to a worker offering its platform; none at all is refused at once."""
+    env.worker("docker", platform=(("executor", "docker"), ("os", "linux")))
+    with pytest.raises(NoSuitableWorker, match="executor=local"):
+        env.sched.submit(env.action(), "c1")
+    env.worker("local")
+    job = env.sched.submit(env.action(), "c1")
+    assert env.sched.get(job.job_id).worker_id == "local"
+
+
+def test_fair_dispatch_between_clients(env: Env) -> None:
+    """A burst of 500 from one client does not delay another client's first job."""
+    env.worker("w", capacity=1)
+    burst = [env.sched.submit(env.action(), "burst").job_id for _ in range(500)]
+    other = env.sched.submit(env.action(), "other").job_id
+    env.sched.report("w", burst[0], OK)  # frees the slot: the next job must be "other"
+    assert env.sched.get(other).state == "RUNNING"
+
+
+def test_lost_worker_jobs_retried_then_given_up(env: Env) -> None:
+    """A silent worker is declared lost; its job is re-queued, at most max_attempts runs."""
+    env.worker("a")
+    job = env.sched.submit(env.action(), "c1").job_id
+    env.clock.now += 11
+    env.sched.reap()
+    assert [w.state for w in env.sched.list_workers()] == ["LOST"]
+    assert env.sched.get(job).state == "QUEUED"
+    env.worker("b")
+    assert env.sched.get(job).worker_id == "b"
+    env.clock.now += 11
+    env.sched.reap()
+    final = env.sched.get(job)
+    assert (final.state, final.attempts) == ("FAILED", 2)
+    assert "gave up after 2 attempts" in final.error
+
+
+def test_compile_error_never_retried(env: Env) -> None:
+    """A nonzero exit code completes the job; it is not re-run and not cached."""
+    env.worker("a")
+    digest = env.action()
+    job = env.sched.submit(digest, "c1").job_id
+    env.sched.report("a", job, FAILED_COMPILE)
+    done = env.sched.get(job)
+    assert (done.state, done.attempts, done.result) == ("COMPLETED", 1, FAILED_COMPILE)
+    assert env.sched.ac.get(digest) is None
+
+
+def test_infrastructure_failure_retried(env: Env) -> None:
+    """A retryable worker error re-queues the job (bounded); a non-retryable one fails it."""
+    env.worker("a")
+    job = env.sched.submit(env.action(), "c1").job_id
+    env.sched.report("a", job, None, "disk full", "ExecutionError", retryable=True)
+    assert env.sched.get(job).state == "RUNNING"  # re-placed on the free worker at once
+    env.sched.report("a", job, None, "disk full", "ExecutionError", retryable=True)
+    assert env.sched.get(job).state == "FAILED"
+    job2 = env.sched.submit(env.action(), "c1").job_id
+    env.sched.report("a", job2, None, "bad path", "PathEscape", retryable=False)
+    assert env.sched.get(job2).state == "FAILED"
+    assert env.sched.get(job2).attempts == 1
+
+
+def test_success_is_cached(env: Env) -> None:
+    """A successful result goes to the action cache; resubmitting answers from it."""
+    env.worker("a")
+    digest = env.action()
+    env.sched.report("a", env.sched.submit(digest, "c1").job_id, OK)
+    again = env.sched.submit(digest, "c2")
+    assert (again.state, again.cached) == ("COMPLETED", True)
+
+
+def test_restart_keeps_queue_and_requeues_orphans(env: Env) -> None:
+    """After a restart queued jobs are still queued; jobs on a worker that does not come back
+    are re-queued once it is declared lost; jobs its heartbeat no longer lists are re-queued."""
+    env.worker("a", capacity=1)
+    env.worker("b", capacity=1)
+    running_a = env.sched.submit(env.action(), "c1").job_id
+    running_b = env.sched.submit(env.action(), "c1").job_id
+    queued = env.sched.submit(env.action(), "c1").job_id
+    env.sched.db.close()
+    env.sched = env.new()
+    assert env.sched.get(queued).state == "QUEUED"
+    assert env.sched.get(running_a).state == "RUNNING"
+    env.sched.heartbeat("b", [])  # b came back but no longer runs its job
+    assert env.sched.get(running_b).state == "RUNNING"  # re-placed on b right away
+    assert env.sched.get(running_b).attempts == 1
+    env.clock.now += 11  # a never comes back
+    env.sched.heartbeat("b", [running_b])
+    env.sched.reap()
+    assert env.sched.get(running_a).state == "QUEUED"
+
+
+def test_cancel_and_timeout(env: Env) -> None:
+    """Cancelling a running job tells its worker; an overdue job is failed and cancelled."""
+    env.worker("a", capacity=2)
+    job = env.sched.submit(env.action(), "c1").job_id
+    assert env.leased("a") == [job]
+    assert env.sched.cancel(job).state == "CANCELLED"
+    _, cancels, _ = env.sched.lease("a", 0)
+    assert cancels == [job]
+    slow = env.sched.submit(env.action(timeout=5.0), "c1").job_id
+    env.clock.now += 16
+    env.sched.heartbeat("a", [slow])
+    env.sched.reap()
+    assert env.sched.get(slow).state == "FAILED"
+    assert "timed out" in env.sched.get(slow).error
