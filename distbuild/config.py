@@ -63,6 +63,7 @@ class SchedulerConfig:
     heartbeat_timeout: float = 10.0  # a worker silent this long is declared lost
     max_attempts: int = 3  # infrastructure retries per job (never for compile errors)
     job_timeout: float = 1800.0
+    executor: str = "local"  # executor remote jobs ask for; "docker" ships the client's toolchain
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from distbuild.errors import ExecutionError, ExecutorUnavailable, InvalidRequest
 from distbuild.executors.base import ExecOutcome, ExecSpec
 from distbuild.executors.docker_cleanup import action_labels, default_worker_id, remove_orphans
 from distbuild.executors.docker_image import ACTION_USER, ToolchainImages
-from distbuild.executors.docker_plan import ContainerPlan, plan_container
+from distbuild.executors.docker_plan import ContainerPlan, grant_read, plan_container
 from distbuild.toolchain import PROPERTY, RUSTC_IN_IMAGE
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,9 @@ class DockerExecutor:
         uid = os.getuid()
         if uid != 0:
             return f"{uid}:{os.getgid()}"
+        for bind in plan.binds:
+            if not bind.writable:
+                grant_read(bind.source)
         for d in plan.output_dirs:
             os.chown(d, _NOBODY, _NOBODY)
         return ACTION_USER

@@ -15,6 +15,7 @@ space). The image's root filesystem is read-only too.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -119,4 +120,32 @@ def plan_container(spec: ExecSpec, sandbox: Path, rustc_in_image: str) -> Contai
                          output_dirs)
 
 
-__all__ = ["Bind", "ContainerPlan", "PathEscape", "plan_container"]
+def grant_read(root: Path) -> int:
+    """Make the input tree readable (and directories traversable) by any user; returns the
+    number of entries changed.
+
+    Needed when the worker runs as root and the action as ``nobody``: a worker's inputs are
+    hard links to its CAS blobs, which are created private (0600). Their contents are
+    checked against their digests, so widening read access discloses nothing secret.
+    """
+    changed = _widen(str(root))
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            changed += _widen(os.path.join(dirpath, name))
+    return changed
+
+
+def _widen(path: str) -> int:
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return 0
+    want = st.st_mode | 0o444
+    if stat.S_ISDIR(st.st_mode) or st.st_mode & 0o100:
+        want |= 0o111
+    if want == st.st_mode:
+        return 0
+    os.chmod(path, stat.S_IMODE(want))
+    return 1
+
+
+__all__ = ["Bind", "ContainerPlan", "PathEscape", "grant_read", "plan_container"]

@@ -71,6 +71,7 @@ def make_runner(cfg: Config) -> CompileRunner:
             from distbuild.master.remote_runner import RemoteRunner
         except ImportError:
             return local
-        return RemoteRunner(cfg, fallback=local)  # type: ignore[return-value]
+        return RemoteRunner(cfg, fallback=local,  # type: ignore[return-value]
+                            executor=cfg.scheduler.executor)
     return local
 

@@ -1,0 +1,73 @@
+"""Issue 4, test 1: the fixture workspace built with every miss run by a docker worker.
+
+The scheduler and the worker (``worker run`` with ``[worker] executor = "docker"``) are real
+processes; the client's master ships its toolchain (``[scheduler] executor = "docker"``). The
+host toolchain's image is kept between runs (docs/docker.md); no container is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from distbuild.errors import ExecutorUnavailable
+from tests.conftest import Distbuild, copy_workspace, run_app
+from tests.integration.cluster import FAST_CONFIG, Cluster
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
+
+pytest.importorskip("docker")
+
+from distbuild.executors.docker import connect  # noqa: E402
+from distbuild.executors.docker_cleanup import default_worker_id  # noqa: E402
+from distbuild.executors.docker_testing import leftover_containers  # noqa: E402
+
+DOCKER_CONFIG = FAST_CONFIG.replace("[scheduler]\n", '[scheduler]\nexecutor = "docker"\n') + """
+[worker]
+executor = "docker"
+memory_limit = "2g"
+"""
+# Compilations in one full build of the fixture: base, mid, macros (proc-macro), gen (lib and
+# its build script, a linked bin), warny, cdy (cdylib), app (bin).
+FULL_BUILD = 8
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    try:
+        connect().close()
+    except ExecutorUnavailable as e:
+        print(f"SKIP reason: {e}")
+        pytest.skip(f"no Docker engine reachable: {e}")
+    c = Cluster(tmp_path / "cluster", config=DOCKER_CONFIG)
+    yield c
+    c.stop()
+
+
+def test_fixture_built_with_every_miss_in_docker(tmp_path: Path, cluster: Cluster,
+                                                 plain_app_output: str) -> None:
+    """All 8 compilations (proc-macro, build script and bins included) ran in containers of
+    the shipped toolchain; the bin prints what plain cargo's prints; no container is left."""
+    cluster.start_scheduler()
+    cluster.start_worker("dw1", capacity=2)
+    ws = copy_workspace(tmp_path / "ws")
+    db = Distbuild(tmp_path / "client-home")
+    db.env.update(DISTBUILD_SCHEDULER=cluster.addr, DISTBUILD_CONFIG=str(cluster.config_path))
+    try:
+        db.cargo("build", cwd=ws)
+        stats = db.stats()
+    finally:
+        db.stop()
+    assert (stats["executed_remote"], stats["executed_local"], stats["fallbacks"]) == (
+        FULL_BUILD, 0, 0), stats
+    assert run_app(ws) == plain_app_output
+    jobs = cluster.client().list_jobs()
+    assert len(jobs) == FULL_BUILD
+    assert {j.state for j in jobs} == {"COMPLETED"}
+    assert {j.result.metadata.executor for j in jobs if j.result} == {"docker"}
+    toolchains = {dict(j.platform)["toolchain"] for j in jobs}
+    assert len(toolchains) == 1 and "/" in toolchains.pop(), "actions name the archive digest"
+    worker_home = cluster.root / "dw1-home"
+    assert leftover_containers(connect(), default_worker_id(worker_home)) == []
