@@ -102,6 +102,15 @@ def gen_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cc.compile(FIXTURES / "gen.c", out / "gen.wasm")
 
 
+@pytest.fixture(scope="module")
+def probe_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = find_wasi_cc()
+    if cc is None:
+        pytest.skip("no wasm32-wasi C toolchain (run scripts/setup.d/wasi-toolchain.sh)")
+    out = tmp_path_factory.mktemp("probe")
+    return cc.compile(FIXTURES / "probe.c", out / "probe.wasm")
+
+
 def _task_args(module: Path, names: Path) -> list[str]:
     return ["--wasm", str(module), "--input", f"{names}=data/names.txt", "--fuel", "100000000",
             "--wait", "--json", "--", "/data/names.txt", "/out/gen.rs"]
@@ -161,6 +170,25 @@ def test_identical_task_through_the_scheduler_is_cached_with_the_same_receipt(
     stopped = json.loads(proc.stdout)
     assert proc.returncode == 1
     assert "out of fuel" in str(stopped["failure"]) and stopped["cached"] is False
+
+
+def test_same_task_prints_the_same_on_a_worker_and_in_process(
+    probe_module: Path, cluster: Cluster, tmp_path: Path
+) -> None:
+    """Time, random bytes, directory listings and file metadata are identical on a worker
+    process and in an in-process executor (other sandboxes, other moments, other caches)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("zz.txt", "aa.txt", "mm.txt"):
+        (inputs / name).write_text(name)
+    args = ["--wasm", str(probe_module), "--input", f"{inputs}=in", "--env", "FOO=bar",
+            "--wait", "--json"]
+    remote = _submit(cluster.home, *args, scheduler=cluster.addr)
+    local = _submit(tmp_path / "elsewhere", *args)
+    assert (remote["worker"], local["worker"]) == ("wasm-1", "local")
+    assert remote["task"] == local["task"]
+    assert remote["stdout"] == local["stdout"]
+    assert "random " in str(local["stdout"]) and "entry aa.txt" in str(local["stdout"])
 
 
 def test_build_action_with_a_wasi_program_runs_on_the_wasm_worker(
