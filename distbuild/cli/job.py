@@ -98,6 +98,8 @@ def submit(args: argparse.Namespace, cfg: Config) -> tuple[TaskRun | None, dict[
     """Run (or queue) the task; returns the run, or None and the queued job's JSON."""
     store = local_cas(cfg)
     task, module_file = build_task(args, store)
+    if module_file is None and store.contains(task.module):
+        module_file = store.path_of(task.module)  # a digest we hold: upload it if missing
     prepared = prepare(task, module_file)
     if cfg.scheduler.addr and not args.local:
         from distbuild.tasks.remote import RemoteTaskRunner
