@@ -58,11 +58,12 @@ class RemoteRunner:
     """A CompileRunner that ships jobs to the scheduler at ``cfg.scheduler.addr``."""
 
     def __init__(self, cfg: Config, fallback: CompileRunner | None = None, addr: str = "",
-                 executor: str = "local", client_id: str = ""):
+                 executor: str = "local", client_id: str = "", match_toolchain: bool = True):
         self.cfg = cfg
         self.addr = addr or cfg.scheduler.addr
         self.fallback = fallback
         self.executor = executor
+        self.match_toolchain = match_toolchain
         self._channel = make_channel(self.addr, cfg)
         self.cas = RemoteCAS(self.addr, cfg, channel=self._channel)
         self.client = SchedulerClient(self.addr, cfg, client_id=client_id,
@@ -150,7 +151,7 @@ class RemoteRunner:
                    if self.executor == "docker" else None)
         platform = (("executor", self.executor), *host_platform(),
                     ("toolchain", str(shipped.toolchain.digest) if shipped
-                     else self._toolchain(rustc)))
+                     else self._toolchain(rustc) if self.match_toolchain else ""))
         out_map = {o.lstrip("/"): o for o in outputs}
         dirs = tuple(sorted({d.lstrip("/") for d in scan.out_dirs}))
         prepared = prepare_action(

@@ -155,10 +155,11 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
 class SchedulerServer:
     """A running scheduler: gRPC server + reaper thread. ``stop()`` to end it."""
 
-    def __init__(self, cfg: Config, addr: str = "127.0.0.1:0", data_dir: Path | None = None):
+    def __init__(self, cfg: Config, addr: str = "127.0.0.1:0", data_dir: Path | None = None,
+                 cas: LocalCAS | None = None):
         self.cfg = cfg
         self.data_dir = data_dir or cfg.home / "scheduler"
-        self.cas = LocalCAS(self.data_dir / "cas", cfg.cache.max_size, cfg.cache.gc_target)
+        self.cas = cas or LocalCAS(self.data_dir / "cas", cfg.cache.max_size, cfg.cache.gc_target)
         self.ac = ActionCacheStore(self.data_dir / "ac", self.cas)
         self.db = StateDB(self.data_dir / "state.db")
         self.core = Scheduler(cfg.scheduler, self.db, self.cas, self.ac)

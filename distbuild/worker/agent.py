@@ -54,7 +54,8 @@ def host_platform() -> tuple[tuple[str, str], ...]:
 class Worker:
     def __init__(self, cfg: Config, worker_id: str, scheduler: str, port: int = 0,
                  capacity: int = 0, executor: str = "", host: str = "127.0.0.1",
-                 toolchains: tuple[str, ...] = ("rustc",), work_dir: Path | None = None):
+                 toolchains: tuple[str, ...] = ("rustc",), work_dir: Path | None = None,
+                 cache: LocalCAS | None = None):
         self.cfg = cfg
         self.worker_id = worker_id
         self.scheduler_addr = scheduler
@@ -63,7 +64,7 @@ class Worker:
         base = work_dir or cfg.home / "workers" / worker_id
         self.channel = make_channel(scheduler, cfg)
         self.stub = pb_grpc.SchedulerStub(self.channel)
-        cache = LocalCAS(base / "cache", cfg.worker.cache_max_size, cfg.cache.gc_target)
+        cache = cache or LocalCAS(base / "cache", cfg.worker.cache_max_size, cfg.cache.gc_target)
         self.store = CachedStore(cache, RemoteCAS(scheduler, cfg, channel=self.channel))
         self.executor = make_executor(self.kind, cfg, self.store)
         self.runner = JobRunner(worker_id, self.store, self.executor, base / "sandboxes")

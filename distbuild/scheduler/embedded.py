@@ -1,0 +1,52 @@
+"""The embedded default: an in-process scheduler and local worker behind a RemoteRunner.
+
+With no scheduler configured, the master can still run every miss through the same path as a
+cluster build (action, CAS upload, scheduling, sandboxed execution, download) by starting
+this. Everything stays on 127.0.0.1 with a random per-process token, and the scheduler's CAS
+and the worker's blob cache are the master's own local CAS directory, so no blob is stored
+twice.
+
+    cluster = EmbeddedCluster(cfg).start()
+    runner = cluster.runner(fallback=LocalRunner(cfg.master.jobs))
+    ...
+    cluster.stop()
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+
+from distbuild.cas.store import LocalCAS
+from distbuild.config import AuthConfig, Config, cpu_count
+from distbuild.master.remote_runner import RemoteRunner
+from distbuild.master.runner import CompileRunner
+from distbuild.scheduler.service import SchedulerServer
+from distbuild.worker.agent import Worker
+
+
+class EmbeddedCluster:
+    def __init__(self, cfg: Config, capacity: int = 0):
+        # A private token: nothing else on this machine may submit work to it.
+        self.cfg = replace(cfg, auth=AuthConfig(token=secrets.token_hex(16)))
+        data = cfg.home / "embedded"
+        cas = LocalCAS(cfg.cas_dir, cfg.cache.max_size, cfg.cache.gc_target)
+        self.scheduler = SchedulerServer(self.cfg, "127.0.0.1:0", data_dir=data, cas=cas)
+        self.worker = Worker(self.cfg, "embedded", self.scheduler.addr, capacity=capacity or
+                             cfg.master.jobs or cpu_count(), executor="local", toolchains=(),
+                             work_dir=data / "worker", cache=cas)
+        self.addr = self.scheduler.addr
+
+    def start(self) -> EmbeddedCluster:
+        self.scheduler.start()
+        self.worker.start()
+        return self
+
+    def runner(self, fallback: CompileRunner | None = None) -> RemoteRunner:
+        """A RemoteRunner bound to this cluster (toolchains are the local machine's own)."""
+        return RemoteRunner(self.cfg, fallback=fallback, addr=self.addr, client_id="embedded",
+                            match_toolchain=False)
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.scheduler.stop()
