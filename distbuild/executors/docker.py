@@ -8,8 +8,9 @@ Per action: one container, created with the mounts of ``docker_plan.py``, ``--ne
 a non-root user, a read-only root filesystem, no capabilities, ``no-new-privileges``, the
 worker's memory / CPU / pids limits and no core dumps; attached before it starts, so stdout and
 stderr arrive as raw bytes (never through a log driver, which is disabled); killed on timeout
-or cancellation; always removed. Containers are labelled (``docker_cleanup.py``) so a worker
-restarted after dying mid-job removes what it left behind.
+or cancellation; always removed (by a background thread once the action has exited, which
+takes the removal off the action's latency; ``close`` waits for it). Containers are labelled
+(``docker_cleanup.py``) so a worker restarted after dying mid-job removes what it left behind.
 
 Exit codes follow the local executor: a process killed by signal ``n`` reports ``-n`` (Docker
 says ``128+n``; an action that deliberately exits with 129..192 is read the same way).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from pathlib import Path
@@ -77,6 +79,9 @@ class DockerExecutor:
         self._live: set[str] = set()
         self._live_lock = threading.Lock()
         self.orphans_removed = remove_orphans(self._api, self.worker_id)
+        self._removals: queue.Queue[str | None] = queue.Queue()
+        self._reaper = threading.Thread(target=self._reap, name="docker-reaper", daemon=True)
+        self._reaper.start()
 
     @property
     def api(self) -> docker.APIClient:
@@ -108,15 +113,31 @@ class DockerExecutor:
         except (docker.errors.APIError, requests.RequestException) as e:
             raise ExecutionError(f"docker engine failed running the action: {e}") from e
         finally:
-            self._remove(cid)
+            self._removals.put(cid)  # off the critical path: the outputs are already on disk
+
+    def wait_removed(self) -> None:
+        """Block until every finished action's container has been removed."""
+        self._removals.join()
 
     def close(self) -> None:
         """Kill and remove every container still running (a worker shutting down)."""
+        self._removals.put(None)
+        self._reaper.join(timeout=60)
         with self._live_lock:
             live = list(self._live)
         for cid in live:
             self._remove(cid)
         self._api.close()
+
+    def _reap(self) -> None:
+        while True:
+            cid = self._removals.get()
+            try:
+                if cid is None:
+                    return
+                self._remove(cid)
+            finally:
+                self._removals.task_done()
 
     # -- steps -------------------------------------------------------------------------------
     def _user_for(self, plan: ContainerPlan) -> str:
@@ -185,11 +206,19 @@ class DockerExecutor:
         reader.start()
         try:
             self._api.start(cid)
-            failure = self._watch(cid, spec, cancel, done, start)
+            # Waiting from the start (not after the output ends) saves a round trip per action.
+            waited: list[dict[str, Any] | BaseException] = []
+            waiter = threading.Thread(target=self._wait_exit, args=(cid, waited), daemon=True,
+                                      name=f"wait-{cid[:12]}")
+            waiter.start()
+            failure = self._watch(cid, spec, cancel, waiter, start)
+            waiter.join(timeout=60.0)
             reader.join(timeout=30.0)
-            status = int(self._api.wait(cid, timeout=60).get("StatusCode", -1))
         finally:
             sock.close()
+        if not waited or isinstance(waited[0], BaseException):
+            raise ExecutionError(f"docker did not report the action's exit: {waited}")
+        status = int(waited[0].get("StatusCode", -1))
         if not failure and status == 137 and self._oom_killed(cid):
             failure = "memory limit"
         code = -(status - 128) if 128 < status <= 192 else status
@@ -197,10 +226,19 @@ class DockerExecutor:
                            stderr=b"".join(chunks[2]), duration_s=time.monotonic() - start,
                            failure=failure, extra={"container": cid[:12]})
 
-    def _watch(self, cid: str, spec: ExecSpec, cancel: threading.Event, done: threading.Event,
+    def _wait_exit(self, cid: str, into: list[dict[str, Any] | BaseException]) -> None:
+        try:
+            into.append(self._api.wait(cid, timeout=None))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            into.append(e)
+
+    def _watch(self, cid: str, spec: ExecSpec, cancel: threading.Event, waiter: threading.Thread,
                start: float) -> str:
         deadline = start + spec.timeout_s if spec.timeout_s > 0 else None
-        while not done.wait(_POLL_S):
+        while True:
+            waiter.join(_POLL_S)
+            if not waiter.is_alive():
+                return ""
             failure = ""
             if cancel.is_set():
                 failure = "cancelled"
@@ -212,7 +250,6 @@ class DockerExecutor:
                 except docker.errors.APIError:
                     pass  # it exited on its own meanwhile
                 return failure
-        return ""
 
     def _oom_killed(self, cid: str) -> bool:
         try:

@@ -227,4 +227,5 @@ def test_compiles_and_links_a_crate_like_the_host(env: Env, tmp_path: Path) -> N
 
 def test_no_container_is_left(env: Env) -> None:
     """After all of the above, this worker id has no container left, running or stopped."""
+    env.executor.wait_removed()
     assert leftover_containers(env.executor.api, WORKER_ID) == []
