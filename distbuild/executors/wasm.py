@@ -264,7 +264,7 @@ class WasmExecutor:
             if e.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
                 failure = "out of fuel"
             elif e.trap_code == wasmtime.TrapCode.INTERRUPT:
-                failure = "timed out"
+                failure = "interrupted"  # the watchdog says why
         except wasmtime.WasmtimeError as e:
             text = str(e)
             if "exceeds memory limits" in text:
@@ -275,7 +275,8 @@ class WasmExecutor:
                 exit_code, note = EXIT_TRAP, f"wasm error: {text.splitlines()[0]}"
         finally:
             stopped_by = watchdog.stop()
-        failure = stopped_by or failure
+        if failure == "interrupted":  # a run that ended on its own keeps its own outcome
+            failure = stopped_by or "timed out"
         used_memory = memory.data_len(store) if memory is not None else 0
         if (not failure and exit_code != 0
                 and used_memory + MEMORY_SLACK > limits.memory_bytes):

@@ -146,3 +146,19 @@ def test_inputs_are_read_only_and_nothing_outside_the_preopens_is_reachable(
     assert len(results) == 10
     assert (sandbox / "in" / "data.txt").read_text() == "content of data.txt\n"
     assert sorted(p.name for p in (sandbox / "in").iterdir()) == ["data.txt", "link"]
+
+
+def test_a_large_directory_is_listed_whole_and_sorted(
+    programs: dict[str, bytes], cas: LocalCAS, executor: WasmExecutor, tmp_path: Path
+) -> None:
+    """A listing bigger than wasi-libc's readdir buffer comes back complete, sorted, once each."""
+    names = [f"file-{i * 7919 % 400:04d}-{'x' * 40}.txt" for i in range(400)]
+    sandbox = _sandbox(tmp_path / "s", names, 1)
+    outcome = _run(executor, _spec(cas.put_bytes(programs["probe"])), sandbox)
+    listed = [line.split()[1] for line in outcome.stdout.decode().splitlines()
+              if line.startswith("entry ")]
+    assert listed == [".", ".."] + sorted(names)
+    inodes = [line.split()[2] for line in outcome.stdout.decode().splitlines()
+              if line.startswith("entry ") and ".txt" in line]
+    assert len(set(inodes)) == 400
+    assert inodes == sorted(inodes, key=lambda ino: int(ino.split("=")[1]))  # first-seen order
