@@ -45,7 +45,7 @@ class BenchError(Exception):
 
 
 def base_env(extra_path: Iterable[Path] = ()) -> dict[str, str]:
-    """The caller's environment minus build-changing variables, with ``extra_path`` first on PATH."""
+    """The caller's environment minus build-changing variables, ``extra_path`` first on PATH."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -147,12 +147,22 @@ def run_measured(
     )
 
 
-def run_quiet(cmd: list[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
-              timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_quiet(
+    cmd: list[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
     """Runs a helper command, capturing its output as text (no measurement)."""
     return subprocess.run(
-        cmd, cwd=cwd, env=None if env is None else dict(env), capture_output=True, text=True,
-        timeout=timeout, check=False,
+        cmd,
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

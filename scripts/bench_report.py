@@ -1,0 +1,366 @@
+"""Output of scripts/bench: the JSON report, the rich table and the PNG chart."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+from typing import Any
+
+# Which plain-cargo and which sccache scenario each kind of build is compared with.
+CARGO_REF = {"touch": "cargo-touch", "edit": "cargo-edit"}
+SCCACHE_REF = {
+    "cold": "sccache-cold",
+    "record": "sccache-cold",
+    "clean": "sccache-cold",
+    "touch": "sccache-touch",
+    "edit": "sccache-edit",
+}
+TOOL_COLORS = {
+    "cargo": "#7f7f7f",
+    "floor": "#2ca02c",
+    "sccache": "#ff7f0e",
+    "distbuild": "#1f77b4",
+    "distributed": "#9467bd",
+}
+
+TARGETS = (
+    ("warm_vs_sccache_warm", "warm after cargo clean <= 0.5x sccache warm, every compile a hit"),
+    ("other_path_vs_warm", "warm from another path ~= warm (<= 1.10x)"),
+    ("cold_vs_cargo", "cold <= 1.10x plain cargo"),
+    ("hit_overhead_p50", "hit overhead p50 <= 15 ms per rustc invocation"),
+)
+
+
+def _r(x: float | None, nd: int = 3) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, nd)
+
+
+def to_json(bench: Any, args: Any, host: dict[str, Any], started: dt.datetime) -> dict[str, Any]:
+    by_id = {s.id: s for s in bench.scenarios if s.status == "ok" and s.samples}
+    scenarios = []
+    for s in bench.scenarios:
+        row: dict[str, Any] = {
+            "id": s.id,
+            "tool": s.tool,
+            "kind": s.kind,
+            "label": s.label,
+            "status": s.status,
+            "reason": s.reason,
+        }
+        if s.samples:
+            walls = [x.wall_s for x in s.samples]
+            row.update(
+                {
+                    "wall_s": _r(s.wall_s),
+                    "wall_min_s": _r(min(walls)),
+                    "wall_max_s": _r(max(walls)),
+                    "cpu_s": _r(s.cpu_s),
+                    "compile_requests": s.stat("compile_requests"),
+                    "cache_hits": s.stat("cache_hits"),
+                    "cache_misses": s.stat("cache_misses"),
+                    "fallbacks": s.stat("fallbacks"),
+                    "executed_remote": s.stat("executed_remote"),
+                    "not_cacheable": s.not_cacheable(),
+                    "runs": [x.to_json() for x in s.samples],
+                }
+            )
+            c = by_id.get(CARGO_REF.get(s.kind, "cargo-clean"))
+            sc = by_id.get(SCCACHE_REF.get(s.kind, "sccache-warm"))
+            row["ratio_cargo"] = _r(s.wall_s / c.wall_s) if c else None
+            row["ratio_sccache"] = _r(s.wall_s / sc.wall_s) if sc else None
+        scenarios.append(row)
+    report = {
+        "version": 1,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "workspace": {
+            "name": bench.name,
+            "source": str(Path(args.workspace).resolve()),
+            "edited_member_file": str(bench.member_file.relative_to(bench.ws_a)),
+        },
+        "config": {
+            "runs": args.runs,
+            "cold_runs": args.cold_runs,
+            "quick": args.quick,
+            "micro_n": args.micro_n,
+            "tools": args.tools,
+        },
+        "host": host,
+        "scenarios": scenarios,
+        "micro": bench.micro,
+    }
+    report["targets"] = evaluate_targets(report)
+    return report
+
+
+def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    sc = {s["id"]: s for s in report["scenarios"] if s["status"] == "ok" and "wall_s" in s}
+    out = []
+
+    def add(key: str, measured: str | None, ok: bool | None) -> None:
+        desc = dict(TARGETS)[key]
+        out.append({"id": key, "target": desc, "measured": measured, "met": ok})
+
+    w, sw = sc.get("distbuild-warm"), sc.get("sccache-warm")
+    if w and sw:
+        ratio = w["wall_s"] / sw["wall_s"]
+        all_hits = (
+            w.get("cache_misses") == 0 and not w.get("not_cacheable") and not w.get("fallbacks")
+        )
+        add(
+            "warm_vs_sccache_warm",
+            f"{w['wall_s']:.2f}s vs {sw['wall_s']:.2f}s = {ratio:.2f}x; hits {w.get('cache_hits')}"
+            f", misses {w.get('cache_misses')}, not cacheable {w.get('not_cacheable') or 0}",
+            ratio <= 0.5 and all_hits,
+        )
+    else:
+        add("warm_vs_sccache_warm", None, None)
+    o = sc.get("distbuild-other-path")
+    if o and w:
+        ratio = o["wall_s"] / w["wall_s"]
+        add(
+            "other_path_vs_warm",
+            f"{o['wall_s']:.2f}s vs {w['wall_s']:.2f}s = {ratio:.2f}x; "
+            f"misses {o.get('cache_misses')}",
+            ratio <= 1.10 and o.get("cache_misses") == 0,
+        )
+    else:
+        add("other_path_vs_warm", None, None)
+    c, pc = sc.get("distbuild-cold"), sc.get("cargo-clean")
+    if c and pc:
+        ratio = c["wall_s"] / pc["wall_s"]
+        add(
+            "cold_vs_cargo",
+            f"{c['wall_s']:.2f}s vs {pc['wall_s']:.2f}s = {ratio:.2f}x",
+            ratio <= 1.10,
+        )
+    else:
+        add("cold_vs_cargo", None, None)
+    hit = (report.get("micro") or {}).get("hit_overhead", {}).get("distbuild") or {}
+    if "p50_ms" in hit:
+        add(
+            "hit_overhead_p50",
+            f"p50 {hit['p50_ms']} ms, p99 {hit['p99_ms']} ms",
+            hit["p50_ms"] <= 15,
+        )
+    else:
+        add("hit_overhead_p50", None, None)
+    return out
+
+
+def _fmt(x: Any, unit: str = "", nd: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}{unit}"
+    return f"{x}{unit}"
+
+
+def print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    t = Table(
+        title=f"cargo-distbuild benchmark: workspace {report['workspace']['name']} "
+        f"({report['host']['cpus']} CPUs, runs {report['config']['runs']})"
+    )
+    for col, just in (
+        ("scenario", "left"),
+        ("wall s (median)", "right"),
+        ("min-max", "right"),
+        ("cpu s", "right"),
+        ("hits", "right"),
+        ("misses", "right"),
+        ("not cacheable", "left"),
+        ("x cargo", "right"),
+        ("x sccache", "right"),
+    ):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for s in report["scenarios"]:
+        if s["status"] != "ok":
+            t.add_row(
+                s["id"],
+                f"[yellow]{s['status']}[/]",
+                "",
+                "",
+                "",
+                "",
+                (s["reason"] or "")[:60],
+                "",
+                "",
+            )
+            continue
+        nc = ", ".join(f"{k} {v}" for k, v in (s.get("not_cacheable") or {}).items())
+        t.add_row(
+            s["id"],
+            _fmt(s["wall_s"]),
+            f"{s['wall_min_s']:.2f}-{s['wall_max_s']:.2f}",
+            _fmt(s["cpu_s"]),
+            _fmt(s.get("cache_hits")),
+            _fmt(s.get("cache_misses")),
+            nc[:40],
+            _fmt(s.get("ratio_cargo")),
+            _fmt(s.get("ratio_sccache")),
+        )
+    console.print(t)
+    micro = report.get("micro") or {}
+    if micro.get("hit_overhead"):
+        m = Table(title="per-invocation hit (wrapper process, interpreter start included)")
+        for col in ("tool", "p50 ms", "p90 ms", "p99 ms", "invocations", "samples", "hits"):
+            m.add_column(col)
+        for tool, h in micro["hit_overhead"].items():
+            if "error" in h:
+                m.add_row(tool, f"[red]{h['error'][:60]}[/]", "", "", "", "", "")
+                continue
+            m.add_row(
+                tool,
+                _fmt(h["p50_ms"]),
+                _fmt(h["p90_ms"]),
+                _fmt(h["p99_ms"]),
+                str(h["invocations"]),
+                str(h["n"]),
+                _fmt(h["stats"].get("cache_hits")),
+            )
+        console.print(m)
+    miss = micro.get("miss_overhead") or {}
+    for tool in ("sccache", "distbuild"):
+        if tool in miss:
+            x = miss[tool]
+            console.print(
+                f"miss overhead {tool}: median {x['median_overhead_ms']} ms per "
+                f"compilation ({x['median_ratio']}x rustc direct) over "
+                f"{x['compilations']} compilations"
+            )
+    path = (micro.get("hit_path") or {}).get("distbuild")
+    if path:
+        console.print(
+            f"hit path: spawn {path.get('spawn_true_ms')} ms, interpreter "
+            f"{path.get('interpreter_start_ms')} ms, shim import {path.get('shim_import_ms')} ms,"
+            f" rest (master round trip + restore) {path.get('rest_of_hit_ms')} ms"
+        )
+        prof = path.get("profile") or {}
+        if prof.get("top_inclusive"):
+            console.print(
+                "master profile (inclusive % of busy samples): "
+                + "; ".join(f"{f} {p}%" for f, p in prof["top_inclusive"][:8])
+            )
+    tt = Table(title="targets")
+    for col in ("target", "measured", "met"):
+        tt.add_column(col)
+    for x in report["targets"]:
+        met = {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]n/a[/]"}[x["met"]]
+        tt.add_row(x["target"], x["measured"] or "not measured", met)
+    console.print(tt)
+
+
+def write_chart(report: dict[str, Any], path: Path) -> Path | None:
+    """Bar chart of the scenarios' wall times and the per-invocation hit cost."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [s for s in report["scenarios"] if s["status"] == "ok" and "wall_s" in s]
+    hits = {
+        k: v
+        for k, v in (report.get("micro") or {}).get("hit_overhead", {}).items()
+        if "p50_ms" in v
+    }
+    fig, axes = plt.subplots(
+        1, 2, figsize=(15, max(5.5, 0.42 * len(rows) + 1.8)), gridspec_kw={"width_ratios": [3.2, 1]}
+    )
+    ax = axes[0]
+    ys = list(range(len(rows)))[::-1]
+    walls = [s["wall_s"] for s in rows]
+    err = [
+        [s["wall_s"] - s["wall_min_s"] for s in rows],
+        [s["wall_max_s"] - s["wall_s"] for s in rows],
+    ]
+    ax.barh(
+        ys,
+        walls,
+        xerr=err,
+        color=[TOOL_COLORS.get(s["tool"], "#333") for s in rows],
+        capsize=2,
+        ecolor="#444",
+    )
+    ax.set_yticks(ys, [s["id"] for s in rows])
+    top = max(walls) if walls else 1
+    for y, s in zip(ys, rows, strict=True):
+        note = f" {s['wall_s']:.2f} s"
+        if s.get("cache_hits") is not None:
+            note += f"  hits {s['cache_hits']}/miss {s.get('cache_misses')}"
+        if s.get("ratio_sccache") is not None and s["tool"] != "sccache":
+            note += f"  {s['ratio_sccache']:.2f}x sccache"
+        ax.text(s["wall_s"] + top * 0.01, y, note, va="center", fontsize=8)
+    by_id = {s["id"]: s for s in rows}
+    if "sccache-warm" in by_id:
+        x = 0.5 * by_id["sccache-warm"]["wall_s"]
+        ax.axvline(
+            x,
+            ls="--",
+            color=TOOL_COLORS["sccache"],
+            lw=1,
+            label="target: warm <= 0.5x sccache warm",
+        )
+    if "cargo-clean" in by_id:
+        x = 1.1 * by_id["cargo-clean"]["wall_s"]
+        ax.axvline(x, ls=":", color="#333", lw=1, label="target: cold <= 1.1x plain cargo")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, top * 1.45)
+    ax.set_ylim(-0.7, len(rows) - 0.1)
+    ax.set_xlabel("wall time, seconds (median; whiskers: min-max)")
+    ax.set_title(
+        f"Builds of '{report['workspace']['name']}' "
+        f"({report['host']['cpus']} CPUs; lower is better)"
+    )
+    ax.grid(axis="x", alpha=0.3)
+    ax2 = axes[1]
+    if hits:
+        names = list(hits)
+        xs = range(len(names))
+        p50 = [hits[n]["p50_ms"] for n in names]
+        p99 = [hits[n]["p99_ms"] for n in names]
+        ax2.bar(
+            [x - 0.2 for x in xs],
+            p50,
+            width=0.4,
+            label="p50",
+            color=[TOOL_COLORS.get(n, "#333") for n in names],
+        )
+        ax2.bar(
+            [x + 0.2 for x in xs],
+            p99,
+            width=0.4,
+            label="p99",
+            alpha=0.45,
+            color=[TOOL_COLORS.get(n, "#333") for n in names],
+        )
+        for x, a, b in zip(xs, p50, p99, strict=True):
+            ax2.text(x - 0.2, a, f"{a:.1f}", ha="center", va="bottom", fontsize=8)
+            ax2.text(x + 0.2, b, f"{b:.0f}", ha="center", va="bottom", fontsize=8)
+        ax2.axhline(15, ls="--", color=TOOL_COLORS["distbuild"], lw=1, label="target p50 15 ms")
+        ax2.set_xticks(list(xs), names)
+        ax2.legend(fontsize=8, title="left bar p50, right bar p99", title_fontsize=7)
+    else:
+        ax2.text(0.5, 0.5, "no micro-benchmark", ha="center", transform=ax2.transAxes)
+    ax2.set_ylabel("ms per rustc invocation")
+    ax2.set_title("Cost of one cached compile (hit)")
+    ax2.grid(axis="y", alpha=0.3)
+    fig.text(
+        0.01,
+        0.005,
+        f"{report['host']['rustc']} | {report['finished']} | "
+        f"commit {report['host']['distbuild_commit']}",
+        fontsize=7,
+        color="#666",
+    )
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
