@@ -10,8 +10,9 @@ The guest sees the sandbox read-only at ``/`` (its working directory), the outpu
 writable at ``/<output dir>``, the action's argv and environment and nothing else; clocks,
 randomness, directory order and file metadata are deterministic (``wasm_wasi``).
 
-Limits, each a named ``ExecOutcome.failure`` rather than a hang or a crash: ``out of fuel``,
-``timed out`` and ``cancelled`` (both by epoch interruption), ``memory limit``. Engines are
+Limits (``wasm_limits``), each a named ``ExecOutcome.failure`` rather than a hang or a crash:
+``out of fuel``, ``timed out`` and ``cancelled`` (epoch interruption), ``memory limit``,
+``output limit`` (``wasm_output_limit``, bytes the output directory may hold). Engines are
 pooled, one run per engine at a time, so a timeout or cancellation can interrupt exactly its
 own run by bumping its engine's epoch.
 """
@@ -30,40 +31,21 @@ import wasmtime
 
 from distbuild.cas.digest import Digest, digest_bytes
 from distbuild.cas.store import BlobStore
-from distbuild.config import Config, parse_size
+from distbuild.config import Config
 from distbuild.errors import InvalidRequest
 from distbuild.executors.base import ExecOutcome, ExecSpec
 from distbuild.executors.wasm_cache import ModuleCache, make_engine
+from distbuild.executors.wasm_limits import Capture, WasmLimits, Watchdog, tree_size
 from distbuild.executors.wasm_wasi import HELPER_WAT, DeterministicState, DeterministicWasi
 from distbuild.sandbox import check_relative, resolve_inside
 
-MAX_OUTPUT = 16 << 20  # bytes of stdout / stderr kept; the rest is dropped and noted
 EXIT_TRAP = 134  # what wasmtime's own CLI reports for a trap (128 + SIGABRT)
 EXIT_STOPPED = 137  # stopped by a limit or cancelled (128 + SIGKILL, as a shell would say)
 EXIT_INVALID = 126  # not a runnable WASI command module
 MEMORY_SLACK = 1 << 20  # a failed run this close to the cap counts as hitting it
-_WATCH_POLL_S = 0.02
 _MODULES_PER_ENGINE = 64
 _HELPER_WASM = bytes(wasmtime.wat2wasm(HELPER_WAT))
 _HELPER_DIGEST = digest_bytes(_HELPER_WASM)
-
-
-@dataclass(frozen=True)
-class WasmLimits:
-    fuel: int
-    timeout_s: float  # 0 = none
-    memory_bytes: int
-
-    @classmethod
-    def for_spec(cls, spec: ExecSpec, cfg: Config) -> WasmLimits:
-        try:
-            fuel = int(spec.prop("wasm_fuel") or cfg.worker.wasm_fuel)
-            memory = parse_size(spec.prop("wasm_memory") or cfg.worker.memory_limit)
-        except ValueError as e:
-            raise InvalidRequest(f"bad wasm limit property: {e}") from e
-        if fuel <= 0 or memory <= 0:
-            raise InvalidRequest("wasm_fuel and wasm_memory must be positive")
-        return cls(fuel, spec.timeout_s or cfg.scheduler.job_timeout, memory)
 
 
 @dataclass
@@ -89,59 +71,6 @@ class _EngineSlot:
             helper = wasmtime.Module(engine, _HELPER_WASM)
             cache.save(_HELPER_DIGEST, helper)
         return cls(engine, helper, wasi, linker, plain)
-
-
-class _Capture:
-    """stdout/stderr of the guest, kept up to ``MAX_OUTPUT`` bytes."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.dropped = 0
-
-    def write(self, data: bytes) -> None:
-        room = MAX_OUTPUT - self.size
-        if room > 0:
-            self.parts.append(bytes(data[:room]))
-            self.size += min(room, len(data))
-        self.dropped += max(0, len(data) - max(room, 0))
-
-    def value(self) -> bytes:
-        note = f"\n[{self.dropped} more bytes dropped]\n".encode() if self.dropped else b""
-        return b"".join(self.parts) + note
-
-
-class _Watchdog:
-    """Interrupts one run (its engine's epoch) on timeout or cancellation, never after it."""
-
-    def __init__(self, engine: wasmtime.Engine, cancel: threading.Event, timeout_s: float):
-        self.engine, self.cancel = engine, cancel
-        self.deadline = time.monotonic() + timeout_s if timeout_s > 0 else float("inf")
-        self.reason = ""
-        self._done = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._watch, name="wasm-watchdog", daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._done.wait(min(_WATCH_POLL_S, max(0.0, self.deadline - time.monotonic()))):
-            if self.cancel.is_set():
-                reason = "cancelled"
-            elif time.monotonic() >= self.deadline:
-                reason = "timed out"
-            else:
-                continue
-            with self._lock:
-                if not self._done.is_set():
-                    self.reason = reason
-                    self.engine.increment_epoch()
-            return
-
-    def stop(self) -> str:
-        with self._lock:
-            self._done.set()
-        self._thread.join(timeout=5.0)
-        return self.reason
 
 
 class WasmExecutor:
@@ -229,15 +158,16 @@ class WasmExecutor:
         store.set_limits(memory_size=limits.memory_bytes)
         store.set_fuel(limits.fuel)
         store.set_epoch_deadline(1)
-        stdout, stderr = _Capture(), _Capture()
+        stdout, stderr = Capture(), Capture()
         wasi = wasmtime.WasiConfig()
         wasi.argv = list(spec.argv)
         wasi.env = [[k, v] for k, v in spec.env]
         wasi.stdout_custom = stdout.write
         wasi.stderr_custom = stderr.write
         wasi.preopen_dir(str(sandbox), "/", False)
-        if out_dir:
-            wasi.preopen_dir(str(resolve_inside(sandbox, out_dir)), f"/{out_dir}", True)
+        out_path = resolve_inside(sandbox, out_dir) if out_dir else None
+        if out_path is not None:
+            wasi.preopen_dir(str(out_path), f"/{out_dir}", True)
         store.set_wasi(wasi)
         det = slot.wasi
         det.state = DeterministicState(seed)
@@ -246,7 +176,7 @@ class WasmExecutor:
         exit_code, failure, note, memory = 0, "", "", None
         if cancel.is_set():
             return ExecOutcome(EXIT_STOPPED, failure="cancelled")
-        watchdog = _Watchdog(slot.engine, cancel, limits.timeout_s)
+        watchdog = Watchdog(slot.engine, cancel, limits, out_path)
         try:
             instance = slot.linker.instantiate(store, module)
             exports = instance.exports(store)
@@ -281,9 +211,11 @@ class WasmExecutor:
         if (not failure and exit_code != 0
                 and used_memory + MEMORY_SLACK > limits.memory_bytes):
             failure = "memory limit"
+        if not failure and out_path is not None and tree_size(out_path) > limits.output_bytes:
+            failure = "output limit"  # ended before the watchdog's next look
         if failure:
             exit_code = EXIT_STOPPED
-            note = f"{failure} ({_limit_text(failure, limits)}); {note}".rstrip("; ")
+            note = f"{failure} ({limits.describe(failure)}); {note}".rstrip("; ")
         err = stderr.value() + (f"\n[distbuild] {note}\n".encode() if note else b"")
         fuel_used = limits.fuel - store.get_fuel()
         return ExecOutcome(
@@ -327,16 +259,6 @@ def run_seed(spec: ExecSpec, module: Digest) -> bytes:
                         "outputs": spec.output_paths, "properties": spec.properties},
                        sort_keys=True)
     return blake3.blake3(canon.encode()).digest()
-
-
-def _limit_text(failure: str, limits: WasmLimits) -> str:
-    if failure == "out of fuel":
-        return f"fuel {limits.fuel}"
-    if failure == "timed out":
-        return f"timeout {limits.timeout_s:g} s"
-    if failure == "memory limit":
-        return f"memory cap {limits.memory_bytes} bytes"
-    return "by request"
 
 
 def _invalid(message: str) -> ExecOutcome:

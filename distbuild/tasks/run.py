@@ -77,7 +77,8 @@ class LocalTaskRunner:
             started = time.time()
             outcome = self.executor.run(prepared.exec_spec(), sandbox, cancel or threading.Event())
             completed = time.time()
-            outputs = collect_outputs(self.store, sandbox, prepared.task.output_dir)
+            outputs = () if outcome.failure else collect_outputs(
+                self.store, sandbox, prepared.task.output_dir)
         finally:
             shutil.rmtree(sandbox, ignore_errors=True)
         result = ActionResult(

@@ -163,3 +163,16 @@ def test_compiled_modules_are_reused_from_disk(tmp_path: Path, cas: LocalCAS) ->
         sources.append(outcome.extra["module_source"])
         ex.close()
     assert sources == ["compiled", "disk"]
+
+
+def test_output_directory_bomb_hits_the_output_limit(executor: WasmExecutor, cas: LocalCAS,
+                                                     tmp_path: Path) -> None:
+    """Writing without end into the output directory is stopped as 'output limit'."""
+    spec = ExecSpec(argv=("filler",), output_paths=("out/big",), timeout_s=30.0,
+                    properties=(("wasm_module", str(_module(cas, "filler.wat"))),
+                                ("wasm_fuel", str(10**15)), ("wasm_output_limit", "1MiB")))
+    start = time.monotonic()
+    outcome = _run(executor, spec, tmp_path / "s")
+    assert outcome.failure == "output limit", outcome.stderr
+    assert time.monotonic() - start < 10.0
+    assert (tmp_path / "s" / "out" / "big").stat().st_size > 1 << 20
