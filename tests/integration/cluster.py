@@ -53,7 +53,7 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0,
 class Cluster:
     """A scheduler process plus worker processes sharing one config file."""
 
-    def __init__(self, root: Path, config: str = FAST_CONFIG, token: str = ""):
+    def __init__(self, root: Path, config: str = FAST_CONFIG, token: str = "", tls_ca: str = ""):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.config_path = root / "config.toml"
@@ -61,6 +61,7 @@ class Cluster:
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.token = token
+        self.tls_ca = tls_ca
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def env(self, home: str, **extra: str) -> dict[str, str]:
@@ -101,8 +102,8 @@ class Cluster:
         from distbuild.config import AuthConfig, Config
         from distbuild.scheduler.client import SchedulerClient
 
-        return SchedulerClient(self.addr, Config(home=self.root / "client",
-                                                 auth=AuthConfig(token=self.token)),
+        auth = AuthConfig(token=self.token, tls_ca=self.tls_ca)
+        return SchedulerClient(self.addr, Config(home=self.root / "client", auth=auth),
                                client_id="test")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -3,7 +3,10 @@ and the REPL, against real scheduler and worker processes on loopback."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,12 +21,19 @@ from distbuild.actions import Directory, FileNode
 from distbuild.cas.digest import digest_bytes
 from distbuild.cas.remote import RemoteCAS
 from distbuild.config import AuthConfig, Config
-from distbuild.errors import AuthError, BlobTooLarge, CorruptBlob, InvalidDigest, InvalidRequest
+from distbuild.errors import (
+    AuthError,
+    BlobTooLarge,
+    CorruptBlob,
+    InvalidDigest,
+    InvalidRequest,
+    Unavailable,
+)
 from distbuild.rpc import convert
 from distbuild.rpc.server import make_channel
 from distbuild.rpc.status import error_from_rpc
 from distbuild.scheduler.action_builder import InputFile, prepare_action
-from tests.integration.cluster import FAST_CONFIG, Cluster
+from tests.integration.cluster import FAST_CONFIG, Cluster, wait_for
 
 LOCAL = (("executor", "local"),)
 
@@ -190,3 +200,64 @@ def test_repl_commands(tmp_path: Path, cluster: Cluster, capsys: pytest.CaptureF
     assert "no job 'no-such-job'" in text
     assert "unknown command: frobnicate" in text
     assert "Traceback" not in text
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_cancel_and_timeout_kill_the_process(tmp_path: Path, cluster: Cluster) -> None:
+    """Cancelling a running job, or letting it pass its timeout, kills its process."""
+    cluster.start_scheduler()
+    cluster.start_worker("w1", capacity=2)
+    cas = RemoteCAS(cluster.addr, _cfg(tmp_path))
+    client = cluster.client()
+    pids = {}
+    jobs = {}
+    for name, timeout in (("cancelled", 0.0), ("timed-out", 1.0)):
+        pidfile = tmp_path / f"{name}.pid"
+        prepared = prepare_action(["/bin/sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"], {},
+                                  platform=LOCAL, timeout_s=timeout)
+        cas.upload(prepared.blobs)
+        jobs[name] = client.submit(prepared.digest).job_id
+        pids[name] = int(wait_for(f"{name} to start", lambda p=pidfile: p.exists() and
+                                  p.read_text().strip(), timeout=30))
+    client.cancel(jobs["cancelled"])
+    for name, state, kind in (("cancelled", "CANCELLED", "ActionCancelled"),
+                              ("timed-out", "FAILED", "ActionTimeout")):
+        job = client.wait(jobs[name], timeout=30)
+        assert (job.state, job.error_kind) == (state, kind), job.error
+        wait_for(f"the {name} process to be killed",
+                 lambda pid=pids[name]: not _pid_alive(pid), timeout=10)
+
+
+def test_tls_with_token(tmp_path: Path) -> None:
+    """With cert/key configured the scheduler serves TLS (workers and clients verify it with
+    the CA), and a plaintext client cannot talk to it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=60)
+    tls = (f'[auth]\ntoken = "t0k"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+           f'tls_ca = "{cert}"\n')
+    cluster = Cluster(tmp_path / "cluster", config=FAST_CONFIG + tls, token="t0k",
+                      tls_ca=str(cert))
+    try:
+        cluster.start_scheduler()
+        cluster.start_worker("w1", capacity=1)
+        secure = Config(home=tmp_path / "client",
+                        auth=AuthConfig(token="t0k", tls_ca=str(cert)))
+        cas = RemoteCAS(cluster.addr, secure, timeout=10)
+        digest = cas.put_bytes(b"over tls")
+        assert cas.get_bytes(digest) == b"over tls"
+        with pytest.raises(Unavailable):
+            RemoteCAS(cluster.addr, _cfg(tmp_path, "t0k"), timeout=5).get_bytes(digest)
+    finally:
+        cluster.stop()
