@@ -15,7 +15,8 @@
     ├── ExecutionError         an action could not be run (infrastructure, not a compile error)
     │   ├── ExecutorUnavailable  e.g. no Docker engine, wasmtime missing
     │   ├── ActionTimeout      killed after its deadline
-    │   └── ActionCancelled
+    │   ├── ActionCancelled
+    │   └── LimitExceeded      out of fuel, memory or output cap, not runnable: retrying cannot help
     └── RemoteError            talking to a scheduler / worker / remote CAS failed
         ├── Unavailable        not reachable
         │   └── NoSuitableWorker  no live worker matches the action's platform
@@ -83,6 +84,11 @@ class ActionTimeout(ExecutionError):
 
 class ActionCancelled(ExecutionError):
     """The action was cancelled and its process killed."""
+
+
+class LimitExceeded(ExecutionError):
+    """The action hit a deterministic limit (fuel, memory, output size) or cannot be run at all
+    (an invalid module): another attempt or another worker would end the same way."""
 
 
 class RemoteError(DistbuildError):

@@ -23,6 +23,7 @@ from distbuild.errors import (
     DistbuildError,
     ExecutionError,
     InvalidRequest,
+    LimitExceeded,
 )
 from distbuild.executors.base import ExecSpec, Executor
 from distbuild.rpc.convert import decode_command
@@ -36,6 +37,9 @@ from distbuild.worker.materialize import (
 )
 
 log = logging.getLogger(__name__)
+# Executor failures that end the same way on every attempt (wasm limits, an invalid module).
+DETERMINISTIC_FAILURES = frozenset({"out of fuel", "memory limit", "output limit",
+                                    "invalid module"})
 
 
 @dataclass
@@ -62,7 +66,7 @@ class JobRunner:
             return JobOutcome(result=self._run(action, sandbox / "root", cancel))
         except (InvalidRequest, BlobNotFound) as e:
             return JobOutcome(error=str(e), kind=type(e).__name__, retryable=False)
-        except (ActionTimeout, ActionCancelled) as e:
+        except (ActionTimeout, ActionCancelled, LimitExceeded) as e:
             return JobOutcome(error=str(e), kind=type(e).__name__, retryable=False)
         except DistbuildError as e:
             return JobOutcome(error=str(e), kind=type(e).__name__, retryable=True)
@@ -97,7 +101,9 @@ class JobRunner:
             raise ActionCancelled(f"cancelled; its process on {self.worker_id} was killed")
         if outcome.failure:
             tail = outcome.stderr[-2000:].decode(errors="replace")
-            raise ExecutionError(f"{outcome.failure}: {tail}")
+            deterministic = outcome.failure in DETERMINISTIC_FAILURES
+            raise (LimitExceeded if deterministic else ExecutionError)(
+                f"{outcome.failure}: {tail}")
         files = collect_outputs(root, command.output_paths, self.store)
         stdout, stderr = unsubstitute(outcome.stdout, root), unsubstitute(outcome.stderr, root)
         blobs: dict[Digest, bytes | Path] = {}
