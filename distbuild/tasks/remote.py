@@ -48,6 +48,19 @@ class RemoteTaskRunner:
         digest = self.cas.put_bytes(receipt.encode())
         stdout = self.cas.get_bytes(result.stdout_digest) if result.stdout_digest else b""
         stderr = self.cas.get_bytes(result.stderr_digest) if result.stderr_digest else b""
-        failure = view.error.splitlines()[0] if view.state != "COMPLETED" and view.error else ""
+        failure = failure_name(view) if view.state != "COMPLETED" else ""
         return TaskRun(view.job_id, prepared.action_digest, digest, receipt, view.cached,
                        stdout, stderr, failure)
+
+
+def failure_name(view: JobView) -> str:
+    """The executor's failure name ("out of fuel", "timed out"...) behind a failed job."""
+    kind, _, detail = view.error.partition(": ")
+    if kind == "ActionTimeout":
+        return "timed out"
+    if kind == "ActionCancelled" or view.state == "CANCELLED":
+        return "cancelled"
+    if kind == "LimitExceeded":
+        return detail.partition(":")[0].strip()
+    lines = view.error.strip().splitlines()
+    return lines[0] if lines else view.state.lower()

@@ -169,7 +169,7 @@ def test_identical_task_through_the_scheduler_is_cached_with_the_same_receipt(
                           capture_output=True, text=True, timeout=120, check=False)
     stopped = json.loads(proc.stdout)
     assert proc.returncode == 1
-    assert "out of fuel" in str(stopped["failure"]) and stopped["cached"] is False
+    assert (stopped["failure"], stopped["cached"]) == ("out of fuel", False)
 
 
 def test_same_task_prints_the_same_on_a_worker_and_in_process(
