@@ -170,6 +170,9 @@ def test_identical_task_through_the_scheduler_is_cached_with_the_same_receipt(
     stopped = json.loads(proc.stdout)
     assert proc.returncode == 1
     assert (stopped["failure"], stopped["cached"]) == ("out of fuel", False)
+    names.write_text("after\n")  # the worker is still healthy and runs the next task
+    after = _submit(cluster.home, *_task_args(gen_module, names), scheduler=cluster.addr)
+    assert (after["exit_code"], after["worker"], after["cached"]) == (0, "wasm-1", False)
 
 
 def test_same_task_prints_the_same_on_a_worker_and_in_process(
