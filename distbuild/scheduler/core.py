@@ -7,6 +7,10 @@ Placement: jobs are taken from a ``FairQueue`` (round-robin across client ids) a
 least-loaded live worker that has a free slot and offers every platform property the action
 requires. A worker never holds more jobs than its capacity.
 
+Persistence: changes are written to SQLite by a flusher thread in batches (group commit). A
+submission returns only once its job is on disk; later transitions (running, finished) may be
+lost if the process dies within ``FLUSH_INTERVAL``, which at worst re-runs a job.
+
 Retries: a job whose worker is lost (missed heartbeats) or that failed for an infrastructure
 reason goes back to the front of its client's queue, at most ``max_attempts`` runs in all. A
 compile error is a completed job with a nonzero exit code and is never retried.
@@ -43,9 +47,10 @@ from distbuild.scheduler.model import (
     WorkerInfo,
     matches,
 )
-from distbuild.scheduler.persistence import StateDB
+from distbuild.scheduler.persistence import StateDB, job_row
 
 _KEEP_FINISHED = 20_000
+FLUSH_INTERVAL = 0.01
 
 
 class Scheduler:
@@ -66,7 +71,50 @@ class Scheduler:
         self._worker_events: dict[str, threading.Event] = {}
         self.counts = {"completed": 0, "failed": 0, "cache_hits": 0}
         self._seq = db.max_seq()
+        self._dirty: dict[str, Job] = {}
+        self._changes = 0  # count of job changes so far
+        self._durable = 0  # changes [0, _durable) are on disk
+        self._durable_cond = threading.Condition()
+        self._flush_lock = threading.Lock()
+        self._wake_flusher = threading.Event()
+        self._closed = threading.Event()
         self._load()
+        self._flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
+        self._flusher.start()
+
+    # -- persistence ------------------------------------------------------------------------
+    def _flush_loop(self) -> None:
+        while not self._closed.is_set():
+            self._wake_flusher.wait(FLUSH_INTERVAL)
+            self._wake_flusher.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every pending change to SQLite (one transaction)."""
+        with self._flush_lock:
+            with self._lock:
+                rows = [job_row(j) for j in self._dirty.values()]
+                self._dirty.clear()
+                upto = self._changes
+            if rows:
+                self.db.save_rows(rows)
+            with self._durable_cond:
+                self._durable = upto
+                self._durable_cond.notify_all()
+
+    def _wait_durable(self, change: int, timeout: float = 30.0) -> None:
+        self._wake_flusher.set()
+        with self._durable_cond:
+            self._durable_cond.wait_for(lambda: self._durable >= change or self._closed.is_set(),
+                                        timeout)
+
+    def close(self) -> None:
+        """Flush and stop the flusher; then close the database."""
+        self._closed.set()
+        self._wake_flusher.set()
+        self._flusher.join(timeout=10)
+        self.flush()
+        self.db.close()
 
     # -- startup ----------------------------------------------------------------------------
     def _load(self) -> None:
@@ -119,8 +167,11 @@ class Scheduler:
                 raise NoSuitableWorker(f"no live worker offers platform {_fmt(job.platform)}")
             self.queue.push(job.client_id, job.job_id)
             self._changed(job)
+            change = self._changes
             self._dispatch()
-            return copy.copy(job)
+            snapshot = copy.copy(job)
+        self._wait_durable(change)
+        return snapshot
 
     def get(self, job_id: str) -> Job:
         with self._lock:
@@ -289,7 +340,8 @@ class Scheduler:
 
     def _changed(self, job: Job) -> None:
         job.version += 1
-        self.db.save_job(job)
+        self._changes += 1
+        self._dirty[job.job_id] = job
         event = self._job_events.pop(job.job_id, None)
         if event is not None:
             event.set()

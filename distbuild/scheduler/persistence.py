@@ -36,6 +36,19 @@ _WORKER_COLS = ("worker_id", "address", "capacity", "platform", "state", "last_h
                 "registered_at", "completed")
 
 
+_INSERT_JOB = (f"INSERT OR REPLACE INTO jobs ({','.join(_JOB_COLS)}) VALUES "
+               f"({','.join('?' * len(_JOB_COLS))})")
+
+
+def job_row(job: Job) -> tuple[object, ...]:
+    """A job as a row of the jobs table (a snapshot: take it while the job cannot change)."""
+    return (job.job_id, job.seq, str(job.action_digest), job.client_id,
+            json.dumps(job.platform), job.timeout_s, int(job.do_not_cache), job.action_blob,
+            job.state, job.worker_id, job.attempts, job.submitted_at, job.started_at,
+            job.completed_at, job.result.to_json() if job.result else None, job.error,
+            job.error_kind, int(job.cached))
+
+
 class StateDB:
     """Jobs and workers in one SQLite file (WAL; callers serialize writes)."""
 
@@ -54,14 +67,18 @@ class StateDB:
         self._db.close()
 
     def save_job(self, job: Job) -> None:
-        row = (job.job_id, job.seq, str(job.action_digest), job.client_id,
-               json.dumps(job.platform), job.timeout_s, int(job.do_not_cache), job.action_blob,
-               job.state, job.worker_id, job.attempts, job.submitted_at, job.started_at,
-               job.completed_at, job.result.to_json() if job.result else None, job.error,
-               job.error_kind, int(job.cached))
+        self.save_rows([job_row(job)])
+
+    def save_rows(self, rows: list[tuple[object, ...]]) -> None:
+        """Write job rows (from ``job_row``) in one transaction."""
         with self._lock:
-            self._db.execute(f"INSERT OR REPLACE INTO jobs ({','.join(_JOB_COLS)}) VALUES "
-                             f"({','.join('?' * len(_JOB_COLS))})", row)
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(_INSERT_JOB, rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def save_worker(self, w: WorkerInfo) -> None:
         row = (w.worker_id, w.address, w.capacity, json.dumps(w.platform), w.state,

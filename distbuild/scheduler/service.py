@@ -192,4 +192,4 @@ class SchedulerServer:
     def stop(self, grace: float = 1.0) -> None:
         self._stop.set()
         self.server.stop(grace).wait(grace + 1)
-        self.db.close()
+        self.core.close()

@@ -155,7 +155,7 @@ def test_restart_keeps_queue_and_requeues_orphans(env: Env) -> None:
     running_a = env.sched.submit(env.action(), "c1").job_id
     running_b = env.sched.submit(env.action(), "c1").job_id
     queued = env.sched.submit(env.action(), "c1").job_id
-    env.sched.db.close()
+    env.sched.close()
     env.sched = env.new()
     assert env.sched.get(queued).state == "QUEUED"
     assert env.sched.get(running_a).state == "RUNNING"
