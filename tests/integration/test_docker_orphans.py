@@ -92,3 +92,47 @@ def test_restarted_worker_removes_containers_of_its_killed_predecessor(
             os.killpg(first.pid, signal.SIGKILL)
         for cid in leftover_containers(api, worker_id):
             api.remove_container(cid, force=True)
+
+
+def test_worker_process_killed_mid_job_then_restarted(request: pytest.FixtureRequest,
+                                                      tmp_path: Path) -> None:
+    """The real thing: `worker run --executor docker` under a scheduler, SIGKILLed while its
+    container runs a job; restarted with the same id and home, it removes the orphan."""
+    try:
+        api = connect()
+    except ExecutorUnavailable as e:
+        print(f"SKIP reason: {e}")
+        pytest.skip(f"no Docker engine reachable: {e}")
+    from distbuild.cas.remote import RemoteCAS
+    from distbuild.config import Config
+    from distbuild.scheduler.action_builder import InputFile, prepare_action
+    from tests.integration.cluster import FAST_CONFIG, Cluster, wait_for
+
+    cache = Path(request.config.cache.mkdir("distbuild-docker"))
+    store, tc = host_toolchain(cache)
+    probe = build_probe(tmp_path / "probe")
+    config = FAST_CONFIG + '\n[worker]\nexecutor = "docker"\n'
+    cluster = Cluster(tmp_path / "cluster", config=config)
+    worker_id = default_worker_id(cluster.root / "dw-home")
+    try:
+        cluster.start_scheduler()
+        cluster.start_worker("dw", capacity=1)
+        prepared = prepare_action(
+            ["bin/probe", "sleep", "120"], {"bin/probe": InputFile.of(probe, is_executable=True)},
+            output_paths=("out/x",), platform=(("executor", "docker"), tc.platform_property))
+        cas = RemoteCAS(cluster.addr, Config(home=tmp_path / "client"))
+        cas.upload({**prepared.blobs, tc.digest: store.path_of(tc.digest)})
+        job = cluster.client().submit(prepared.digest)
+        wait_for("the job's container", lambda: leftover_containers(api, worker_id), timeout=120)
+        cluster.kill("dw", signal.SIGKILL)
+        time.sleep(1.0)
+        assert len(leftover_containers(api, worker_id)) == 1, "the orphan should outlive it"
+        cluster.client().cancel(job.job_id)  # else the restarted worker would get it again
+        cluster.start_worker("dw", capacity=1)
+        wait_for("the orphan's removal", lambda: not leftover_containers(api, worker_id),
+                 timeout=30)
+    finally:
+        cluster.stop()
+        for cid in leftover_containers(api, worker_id):
+            api.remove_container(cid, force=True)
+    assert leftover_containers(api, worker_id) == []
