@@ -2,9 +2,10 @@
 
 An action's ``ExecSpec`` names its module with the property ``wasm_module`` (a CAS digest,
 ``hash/size``); without it, ``argv[0]`` is a ``.wasm`` file inside the sandbox. Other properties:
-``wasm_fuel`` (instructions), ``wasm_memory`` (e.g. ``256MiB``), ``wasm_seed`` (hex;
-the task layer passes the task digest), ``wasm_output_dir`` (the one writable directory,
-default: the common parent of ``output_paths``).
+``wasm_fuel`` (instructions), ``wasm_memory`` (e.g. ``256MiB``), ``wasm_seed`` (hex; tasks
+derive it from their content; else the ``action_digest`` property workers add seeds the
+randomness), ``wasm_output_dir`` (the one writable directory, default: the common parent of
+``output_paths``).
 
 The guest sees the sandbox read-only at ``/`` (its working directory), the output directory
 writable at ``/<output dir>``, the action's argv and environment and nothing else; clocks,
@@ -248,8 +249,9 @@ def output_dir(spec: ExecSpec) -> str:
 
 
 def run_seed(spec: ExecSpec, module: Digest) -> bytes:
-    """``wasm_seed`` when given, else a hash of everything that defines the action."""
-    given = spec.prop("wasm_seed")
+    """``wasm_seed`` when given, else the ``action_digest`` a worker passes, else a hash of
+    everything in the spec that defines the action."""
+    given = spec.prop("wasm_seed") or spec.prop("action_digest")
     if given:
         try:
             return blake3.blake3(bytes.fromhex(given)).digest()

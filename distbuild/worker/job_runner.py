@@ -26,7 +26,7 @@ from distbuild.errors import (
     LimitExceeded,
 )
 from distbuild.executors.base import ExecSpec, Executor
-from distbuild.rpc.convert import decode_command
+from distbuild.rpc.convert import decode_command, encode_action
 from distbuild.worker.blob_cache import CachedStore
 from distbuild.worker.materialize import (
     collect_outputs,
@@ -84,7 +84,9 @@ class JobRunner:
         prepare_outputs(root, command.output_paths)
         if command.working_directory:
             (root / command.working_directory).mkdir(parents=True, exist_ok=True)
-        props = tuple(dict(command.platform + action.platform).items())
+        # action_digest: what a deterministic executor seeds its randomness with (wasm).
+        props = tuple({**dict(command.platform + action.platform),
+                       "action_digest": digest_bytes(encode_action(action)).hash}.items())
         spec = ExecSpec(
             argv=tuple(substitute(a, root) for a in command.arguments),
             env=tuple((k, substitute(v, root)) for k, v in command.environment),

@@ -50,13 +50,18 @@ def test_output_dir_is_the_common_parent_or_explicit() -> None:
 
 
 def test_seed_depends_on_the_action() -> None:
-    """The default seed changes with argv; an explicit wasm_seed wins."""
+    """The seed: wasm_seed, else the worker's action_digest, else a hash of the spec."""
     module = digest_bytes(b"m")
     one = run_seed(ExecSpec(argv=("a",)), module)
     assert one == run_seed(ExecSpec(argv=("a",)), module)
     assert one != run_seed(ExecSpec(argv=("b",)), module)
     seeded = ExecSpec(argv=("a",), properties=(("wasm_seed", "ab" * 32),))
     assert run_seed(seeded, module) != one
+    by_action = ExecSpec(argv=("a",), properties=(("action_digest", "cd" * 32),))
+    assert run_seed(by_action, module) not in (one, run_seed(seeded, module))
+    both = ExecSpec(argv=("a",), properties=(("action_digest", "cd" * 32),
+                                             ("wasm_seed", "ab" * 32)))
+    assert run_seed(both, module) == run_seed(seeded, module)
 
 
 def test_module_cache_refuses_damaged_and_foreign_files(tmp_path: Path) -> None:
