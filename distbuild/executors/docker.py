@@ -103,11 +103,18 @@ class DockerExecutor:
         if not prop:
             raise InvalidRequest("the docker executor needs the action's toolchain "
                                  f"(platform property {PROPERTY!r})")
-        image = self._images.ensure(Digest.parse(prop))
+        digest = Digest.parse(prop)
         plan = plan_container(spec, sandbox, RUSTC_IN_IMAGE)
         user = self._user_for(plan)
         start = time.monotonic()
-        cid = self._create(image.ref, plan, user)
+        try:
+            cid = self._create(self._images.ensure(digest).ref, plan, user)
+        except docker.errors.ImageNotFound:  # removed behind our back (docker rmi, prune)
+            self._images.forget(digest)
+            try:
+                cid = self._create(self._images.ensure(digest).ref, plan, user)
+            except docker.errors.ImageNotFound as e:
+                raise ExecutorUnavailable(f"toolchain image {digest} keeps vanishing") from e
         try:
             return self._attach_and_wait(cid, spec, cancel, start)
         except (docker.errors.APIError, requests.RequestException) as e:
@@ -177,8 +184,8 @@ class DockerExecutor:
                 user=user, labels=action_labels(self.worker_id), network_disabled=True,
                 host_config=self._host_config(plan),
             )
-        except docker.errors.ImageNotFound as e:
-            raise ExecutorUnavailable(f"toolchain image vanished: {e}") from e
+        except docker.errors.ImageNotFound:
+            raise
         except (docker.errors.APIError, requests.RequestException) as e:
             raise ExecutionError(f"docker could not create the action's container: {e}") from e
         cid: str = resp["Id"]

@@ -225,6 +225,15 @@ def test_compiles_and_links_a_crate_like_the_host(env: Env, tmp_path: Path) -> N
         assert built["docker"][name] == built["local"][name], f"{name} differs"
 
 
+def test_image_removed_behind_the_executors_back_is_rebuilt(env: Env, tmp_path: Path) -> None:
+    """After `docker rmi` of a toolchain image the next action re-imports it and runs."""
+    from distbuild.executors.docker_image import remove_toolchain_image
+
+    assert remove_toolchain_image(env.executor.api, env.toolchain.digest)
+    out = env.run(env.spec("bin/probe", "sleep", "0"), env.sandbox(tmp_path))
+    assert (out.exit_code, out.failure) == (0, "")
+
+
 def test_no_container_is_left(env: Env) -> None:
     """After all of the above, this worker id has no container left, running or stopped."""
     env.executor.wait_removed()
