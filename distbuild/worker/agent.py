@@ -96,6 +96,7 @@ class Worker:
         return self
 
     def stop(self) -> None:
+        """Stop leasing, kill running jobs and hand them back to the scheduler for a retry."""
         self._stop.set()
         with self._lock:
             for ev in self._running.values():
@@ -189,6 +190,10 @@ class Worker:
                 log.exception("job %s crashed", item.job_id)
                 outcome = JobOutcome(error=f"worker crashed: {e}", kind="ExecutionError",
                                      retryable=True)
+            if self._stop.is_set() and outcome.result is None:
+                # Killed because this worker is shutting down: another worker may run it.
+                outcome = JobOutcome(error=f"worker {self.worker_id} shut down",
+                                     kind="ExecutionError", retryable=True)
             self._report(item.job_id, outcome)
         finally:
             with self._lock:
@@ -201,16 +206,18 @@ class Worker:
             req.result.CopyFrom(convert.result_to_proto(outcome.result))
         else:
             req.error.message = f"{outcome.kind}: {outcome.error}"
-        deadline = time.monotonic() + REPORT_PATIENCE
-        while not self._stop.is_set():
+        # Keep trying while the scheduler restarts; only briefly when we are shutting down.
+        patience = 2.0 if self._stop.is_set() else REPORT_PATIENCE
+        deadline = time.monotonic() + patience
+        while True:
             try:
-                self.stub.ReportResult(req, timeout=10)
+                self.stub.ReportResult(req, timeout=5)
                 return
             except grpc.RpcError as e:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or (self._stop.is_set() and patience > 2.0):
                     log.error("giving up reporting job %s: %s", job_id, error_from_rpc(e))
                     return
-                self._stop.wait(0.5)
+                time.sleep(0.5)
 
 
 class _AgentServicer(pb_grpc.WorkerAgentServicer):

@@ -261,3 +261,24 @@ def test_tls_with_token(tmp_path: Path) -> None:
             RemoteCAS(cluster.addr, _cfg(tmp_path, "t0k"), timeout=5).get_bytes(digest)
     finally:
         cluster.stop()
+
+
+def test_worker_shutdown_hands_jobs_back(tmp_path: Path, cluster: Cluster) -> None:
+    """A worker stopped with SIGTERM kills its running job and hands it back at once: it runs
+    again on another worker (no heartbeat timeout to wait for)."""
+    cluster.start_scheduler()
+    cluster.start_worker("w1", capacity=1)
+    cas = RemoteCAS(cluster.addr, _cfg(tmp_path))
+    client = cluster.client()
+    marker = tmp_path / "started-once"
+    script = f"if [ -e {marker} ]; then echo second; else touch {marker}; exec sleep 60; fi"
+    prepared = prepare_action(["/bin/sh", "-c", script], {}, platform=LOCAL)
+    cas.upload(prepared.blobs)
+    job_id = client.submit(prepared.digest).job_id
+    wait_for("the job to start on w1", marker.exists, timeout=30)
+    cluster.start_worker("w2", capacity=1)
+    cluster.kill("w1", signal.SIGTERM)
+    job = client.wait(job_id, timeout=30)
+    assert (job.state, job.worker_id, job.attempts) == ("COMPLETED", "w2", 2)
+    assert job.result is not None and job.result.stdout_digest is not None
+    assert cas.get_bytes(job.result.stdout_digest) == b"second\n"
