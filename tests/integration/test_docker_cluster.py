@@ -40,7 +40,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         connect().close()
     except ExecutorUnavailable as e:
         print(f"SKIP reason: {e}")
-        pytest.skip(f"no Docker engine reachable: {e}")
+        pytest.skip(str(e))
     c = Cluster(tmp_path / "cluster", config=DOCKER_CONFIG)
     yield c
     c.stop()

@@ -73,7 +73,7 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         api = connect()
     except ExecutorUnavailable as e:
         print(f"SKIP reason: {e}")
-        pytest.skip(f"no Docker engine reachable: {e}")
+        pytest.skip(str(e))
     cache = Path(request.config.cache.mkdir("distbuild-docker"))
     store, tc = host_toolchain(cache)
     home = tmp_path_factory.mktemp("docker-home")

@@ -61,7 +61,7 @@ def test_restarted_worker_removes_containers_of_its_killed_predecessor(
         api = connect()
     except ExecutorUnavailable as e:
         print(f"SKIP reason: {e}")
-        pytest.skip(f"no Docker engine reachable: {e}")
+        pytest.skip(str(e))
     cache = Path(request.config.cache.mkdir("distbuild-docker"))
     store, tc = host_toolchain(cache)
     home = tmp_path / "worker-home"
@@ -102,7 +102,7 @@ def test_worker_process_killed_mid_job_then_restarted(request: pytest.FixtureReq
         api = connect()
     except ExecutorUnavailable as e:
         print(f"SKIP reason: {e}")
-        pytest.skip(f"no Docker engine reachable: {e}")
+        pytest.skip(str(e))
     from distbuild.cas.remote import RemoteCAS
     from distbuild.config import Config
     from distbuild.scheduler.action_builder import InputFile, prepare_action
