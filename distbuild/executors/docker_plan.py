@@ -88,7 +88,9 @@ def plan_container(spec: ExecSpec, sandbox: Path, rustc_in_image: str) -> Contai
         PathEscape / InvalidRequest: a path would leave the sandbox or hide the image.
     """
     real = Path(os.path.realpath(sandbox))
-    root = _check_root(spec.prop("input_root") or str(real))
+    # The worker's own sandbox path is trusted (a fresh leaf directory hides nothing in the
+    # image, even below /usr/local); a client-chosen input_root must keep off the image's dirs.
+    root = _check_root(spec.prop("input_root")) if spec.prop("input_root") else str(real)
     binds: list[Bind] = []
     if root == "/":
         for entry in sorted(os.listdir(real)):
