@@ -62,6 +62,19 @@ fn main() {
             for _ in 0..mib { v.push(vec![1u8; 1 << 20]); }
             println!("allocated {} MiB", v.len())
         }
+        "threads" => {
+            let n: usize = args[1].parse().unwrap();
+            let mut handles = Vec::new();
+            for i in 0..n {
+                match std::thread::Builder::new()
+                    .spawn(|| std::thread::sleep(Duration::from_millis(500))) {
+                    Ok(h) => handles.push(h),
+                    Err(e) => { eprintln!("thread {i} failed: {e}"); std::process::exit(5) }
+                }
+            }
+            for h in handles { h.join().unwrap(); }
+            println!("{n} threads")
+        }
         other => { eprintln!("unknown probe command {other}"); std::process::exit(2) }
     }
 }

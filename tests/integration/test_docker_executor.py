@@ -176,6 +176,15 @@ def test_memory_limit_is_enforced(env: Env, tmp_path: Path) -> None:
     assert (small.exit_code, small.stdout) == (0, b"allocated 64 MiB\n")
 
 
+def test_pids_limit_is_enforced(env: Env, tmp_path: Path) -> None:
+    """An action cannot start more tasks than the worker's pids limit (128 here)."""
+    out = env.run(env.spec("bin/probe", "threads", "400"), env.sandbox(tmp_path))
+    assert out.exit_code == 5, out
+    assert b"Resource temporarily unavailable" in out.stderr
+    ok = env.run(env.spec("bin/probe", "threads", "50"), env.sandbox(tmp_path))
+    assert (ok.exit_code, ok.stdout) == (0, b"50 threads\n")
+
+
 def test_action_without_toolchain_is_refused(env: Env, tmp_path: Path) -> None:
     """The docker executor refuses an action that does not name its toolchain."""
     with pytest.raises(InvalidRequest):
