@@ -185,6 +185,21 @@ def test_pids_limit_is_enforced(env: Env, tmp_path: Path) -> None:
     assert (ok.exit_code, ok.stdout) == (0, b"50 threads\n")
 
 
+def test_cpu_limit_is_applied(env: Env, tmp_path: Path) -> None:
+    """cpu_limit = 0.5 gives the container a CFS quota of half a CPU (cgroup v1 or v2)."""
+    cfg = Config(home=env.home, worker=WorkerConfig(cpu_limit=0.5))
+    executor = DockerExecutor(cfg, env.store, worker_id=WORKER_ID, api=connect())
+    try:
+        box = env.sandbox(tmp_path)
+        v1 = executor.run(env.spec("bin/probe", "cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+                          box, threading.Event())
+        v2 = executor.run(env.spec("bin/probe", "cat", "/sys/fs/cgroup/cpu.max"), box,
+                          threading.Event())
+    finally:
+        executor.close()
+    assert v1.stdout.strip() == b"50000" or v2.stdout.split()[:1] == [b"50000"], (v1, v2)
+
+
 def test_action_without_toolchain_is_refused(env: Env, tmp_path: Path) -> None:
     """The docker executor refuses an action that does not name its toolchain."""
     with pytest.raises(InvalidRequest):
