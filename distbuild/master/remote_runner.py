@@ -27,8 +27,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from distbuild.actions import OutputFile
 from distbuild.cas.digest import Digest, digest_file
 from distbuild.cas.remote import RemoteCAS
 from distbuild.config import Config
@@ -39,8 +41,8 @@ from distbuild.rustc.depinfo import parse_dep_info
 from distbuild.scheduler.action_builder import InputFile, PreparedAction, prepare_action
 from distbuild.scheduler.client import SchedulerClient
 from distbuild.toolchain.ship import ship_toolchain
-from distbuild.worker.agent import host_platform, rustc_toolchain_id
 from distbuild.worker.materialize import SANDBOX_ROOT
+from distbuild.worker.platform import host_platform, rustc_toolchain_id
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +197,7 @@ class RemoteRunner:
         return self._toolchains[rustc]
 
     # -- results ----------------------------------------------------------------------------
-    def _download(self, files: tuple, out_map: dict[str, str]) -> None:  # type: ignore[type-arg]
+    def _download(self, files: tuple[OutputFile, ...], out_map: dict[str, str]) -> None:
         small: dict[Digest, list[tuple[str, int, bool]]] = {}
         for f in files:
             dest = out_map.get(f.path)
@@ -304,7 +306,7 @@ def _system(path: str) -> bool:
     return path.startswith(SYSTEM_PREFIXES) or path == "/"
 
 
-def _substituter(prefixes: set[str]):  # type: ignore[no-untyped-def]
+def _substituter(prefixes: set[str]) -> Callable[[str], str]:
     roots = sorted((p for p in prefixes if p != "/"), key=len, reverse=True)
     if not roots:
         return lambda s: s

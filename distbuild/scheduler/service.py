@@ -163,7 +163,8 @@ class SchedulerServer:
         self.ac = ActionCacheStore(self.data_dir / "ac", self.cas)
         self.db = StateDB(self.data_dir / "state.db")
         self.core = Scheduler(cfg.scheduler, self.db, self.cas, self.ac)
-        self.server = make_server(cfg, max_workers=256)
+        # Every worker's lease long-poll and every followed job hold a thread while they wait.
+        self.server = make_server(cfg, max_workers=1024)
         add_storage_services(self.server, self.cas, self.ac)
         pb_grpc.add_SchedulerServicer_to_server(
             SchedulerServicer(self.core, self.cas, cfg.scheduler.heartbeat_interval), self.server)
@@ -180,9 +181,13 @@ class SchedulerServer:
 
     def _reap_loop(self) -> None:
         period = max(min(self.cfg.scheduler.heartbeat_interval, 1.0), 0.05)
+        passes = 0
         while not self._stop.wait(period):
+            passes += 1
             try:
                 self.core.reap()
+                if passes % int(600 / period) == 0:
+                    self.db.prune()  # forget old finished jobs on disk too
             except Exception:  # noqa: BLE001 - the reaper must survive any one bad pass
                 log.exception("reaper pass failed")
 

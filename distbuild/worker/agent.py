@@ -8,8 +8,6 @@ worker is a daemon); results finished while the scheduler is down are re-sent fo
 from __future__ import annotations
 
 import logging
-import platform
-import subprocess
 import threading
 import time
 from concurrent import futures
@@ -29,26 +27,12 @@ from distbuild.rpc.server import bind, make_channel, make_server
 from distbuild.rpc.status import error_from_rpc, guarded
 from distbuild.worker.blob_cache import CachedStore
 from distbuild.worker.job_runner import JobOutcome, JobRunner
+from distbuild.worker.platform import host_platform, rustc_toolchain_id
 
 log = logging.getLogger(__name__)
 
 LEASE_WAIT = 5.0
 REPORT_PATIENCE = 120.0
-
-
-def rustc_toolchain_id(rustc: str = "rustc") -> str:
-    """``rustc-<release>-<commit12>``: the platform value naming a toolchain; "" if absent."""
-    try:
-        out = subprocess.run([rustc, "-vV"], capture_output=True, text=True, timeout=30,
-                             check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    fields = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
-    return f"rustc-{fields.get('release', '?')}-{fields.get('commit-hash', '?')[:12]}"
-
-
-def host_platform() -> tuple[tuple[str, str], ...]:
-    return (("os", platform.system().lower()), ("arch", platform.machine().lower()))
 
 
 class Worker:
