@@ -153,8 +153,7 @@ class DockerExecutor:
         if uid != 0:
             return f"{uid}:{os.getgid()}"
         for bind in plan.binds:
-            if not bind.writable:
-                grant_read(bind.source)
+            grant_read(bind.source)
         for d in plan.output_dirs:
             os.chown(d, _NOBODY, _NOBODY)
         return ACTION_USER

@@ -118,8 +118,14 @@ def plan_container(spec: ExecSpec, sandbox: Path, rustc_in_image: str) -> Contai
     env = dict(spec.env)
     env.setdefault("PATH", DEFAULT_PATH)
     env["TMPDIR"] = "/tmp"  # the only scratch space there is; a client's TMPDIR does not exist
-    return ContainerPlan(argv, env, _in_container(root, spec.working_directory), binds,
-                         output_dirs)
+    # One mount per target: a writable one replaces a read-only one at the same place (an
+    # output at the top of the input root makes the root itself writable).
+    by_target: dict[str, Bind] = {}
+    for b in binds:
+        if not (b.target in by_target and by_target[b.target].writable):
+            by_target[b.target] = b
+    return ContainerPlan(argv, env, _in_container(root, spec.working_directory),
+                         list(by_target.values()), output_dirs)
 
 
 def grant_read(root: Path) -> int:

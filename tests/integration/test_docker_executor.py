@@ -130,6 +130,14 @@ def test_writes_outside_the_output_directory_fail(env: Env, tmp_path: Path) -> N
     assert not (box / "src" / "new.txt").exists() and not (box / "new-at-root").exists()
 
 
+def test_an_output_at_the_top_of_the_sandbox_can_be_written(env: Env, tmp_path: Path) -> None:
+    """With an output at the top level the root is writable (one mount, not two)."""
+    box = env.sandbox(tmp_path)
+    result = env.run(env.spec("bin/probe", "write", "top.txt", outputs=("top.txt",)), box)
+    assert (result.exit_code, result.stdout) == (0, b"wrote top.txt\n")
+    assert (box / "top.txt").read_text() == "written by the probe\n"
+
+
 def test_runs_as_non_root_without_capabilities(env: Env, tmp_path: Path) -> None:
     """The action's process is not root and holds no capabilities."""
     out = env.run(env.spec("bin/probe", "status"), env.sandbox(tmp_path))

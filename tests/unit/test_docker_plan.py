@@ -59,6 +59,17 @@ def test_input_root_slash_mounts_top_level_entries_at_the_clients_paths(tmp_path
     assert plan.workdir == "/home/me"
 
 
+def test_an_output_at_the_top_makes_the_root_writable_without_a_second_mount(
+        tmp_path: Path) -> None:
+    """Docker refuses two mounts at one target: the writable one replaces the read-only one."""
+    plan = plan_container(_spec("app", "deps/a.rlib"), tmp_path, RUSTC)
+    real = Path(os.path.realpath(tmp_path))
+    assert plan.binds == [Bind(real, str(real), True)]
+    (tmp_path / "out").mkdir()
+    plan = plan_container(_spec("out/x", props=(("input_root", "/"),)), tmp_path, RUSTC)
+    assert plan.binds == [Bind(real / "out", "/out", True)]
+
+
 @pytest.mark.parametrize("root", ["/usr", "/toolchain/x", "relative", "/tmp", "/a/../etc"])
 def test_input_roots_that_would_hide_the_image_are_refused(tmp_path: Path, root: str) -> None:
     """The toolchain, libc and scratch space cannot be shadowed by an action's inputs."""
