@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Distbuild, copy_workspace, run_app
+from tests.conftest import CLI, Distbuild, copy_workspace, run_app
 from tests.integration.cluster import Cluster, free_port, wait_for
 
 pytestmark = pytest.mark.slow
@@ -85,8 +86,10 @@ def test_worker_killed_mid_build(tmp_path: Path, cluster: Cluster,
             build.wait(timeout=30)
         db.stop()
     assert run_app(ws) == plain_app_output
-    workers = {w.worker_id: w for w in client.list_workers()}
-    assert workers["w1"].state == "LOST"
+    listed = json.loads(subprocess.run(
+        [CLI, "workers", "list", "--json"], env=cluster.env("cli-home"), capture_output=True,
+        text=True, check=True, timeout=60).stdout)
+    assert {w["worker_id"]: w["state"] for w in listed} == {"w1": "LOST", "w2": "ALIVE"}
     jobs = client.list_jobs()
     retried = [j for j in jobs if j.attempts >= 2]
     assert retried, [(j.job_id, j.worker_id, j.attempts) for j in jobs]
