@@ -73,7 +73,7 @@ class DockerExecutor:
                  api: docker.APIClient | None = None):
         self._limits: WorkerConfig = cfg.worker
         capacity = cfg.worker.capacity or cpu_count()
-        self._api = api or connect(pool_size=max(16, 3 * capacity + 4))
+        self._api = api or connect(pool_size=max(32, 3 * capacity + 4))  # attach+wait per job
         self._images = ToolchainImages(self._api, store, cfg.home / "docker")
         self.worker_id = worker_id or default_worker_id(cfg.home)
         self._live: set[str] = set()
