@@ -94,6 +94,7 @@ class Sample:
     sys_s: float
     daemon_cpu_s: float
     stats: dict[str, Any] = field(default_factory=dict)
+    loadavg_1m: float = 0.0  # at the start: how busy the (shared) machine was
 
     @property
     def cpu_s(self) -> float:
@@ -106,6 +107,7 @@ class Sample:
             "user_s": round(self.user_s, 4),
             "sys_s": round(self.sys_s, 4),
             "daemon_cpu_s": round(self.daemon_cpu_s, 4),
+            "loadavg_1m": round(self.loadavg_1m, 2),
             "stats": self.stats,
         }
 
@@ -127,6 +129,7 @@ def run_measured(
     with log.open("ab") as out:
         out.write(f"\n$ (cd {cwd} && {' '.join(cmd)})\n".encode())
         out.flush()
+        load = os.getloadavg()[0]
         d0 = daemon_cpu()
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
@@ -144,6 +147,7 @@ def run_measured(
         user_s=r1.ru_utime - r0.ru_utime,
         sys_s=r1.ru_stime - r0.ru_stime,
         daemon_cpu_s=max(0.0, d1 - d0),
+        loadavg_1m=load,
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -60,14 +61,25 @@ class Invocation:
 
     @property
     def is_compile(self) -> bool:
-        return self.crate != "?" and "-" not in self.argv and self.crate != "___"
+        # Cargo's own compilations (it always spells `--crate-name NAME`); build-script probes
+        # (`--crate-name=...`, often reading stdin or writing into temporary dirs) are left out.
+        return "--crate-name" in self.argv and "-" not in self.argv and self.crate != "___"
 
     def output_size(self) -> int:
+        """Size of the main output (rlib, so or executable), 0 if none."""
         for name in (f"lib{self.key}.rlib", f"lib{self.key}.so", self.key):
             p = self.out_dir / name
             if p.is_file():
                 return p.stat().st_size
         return 0
+
+    def output_bytes(self) -> int:
+        """Total size of the files this invocation wrote into its out-dir."""
+        total = 0
+        for p in self.out_dir.glob(f"*{self.key}*"):
+            if p.is_file():
+                total += p.stat().st_size
+        return total
 
     def relocated(self, out_dir: Path, nonce: str) -> list[str]:
         """argv with outputs (and incremental state) in ``out_dir`` and a unique cfg."""
@@ -133,13 +145,15 @@ def _timed(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None =
 
 
 def _summary(times_s: list[float]) -> dict[str, Any]:
+    if not times_s:
+        return {"n": 0, "p50_ms": None, "p90_ms": None, "p99_ms": None, "mean_ms": None}
     ms = [t * 1000 for t in times_s]
     return {
         "n": len(ms),
         "p50_ms": round(percentile(ms, 50), 2),
         "p90_ms": round(percentile(ms, 90), 2),
         "p99_ms": round(percentile(ms, 99), 2),
-        "mean_ms": round(sum(ms) / len(ms), 2) if ms else None,
+        "mean_ms": round(sum(ms) / len(ms), 2),
     }
 
 
@@ -180,21 +194,87 @@ def capture(bench: Any, tool: Tool) -> list[Invocation]:
 
 
 def hit_overhead(bench: Any, tool: Tool, invs: list[Invocation], n: int) -> dict[str, Any]:
-    """Replays ``n`` recorded compilations (cycling) through the tool's wrapper, timing each."""
+    """Replays ``n`` recorded compilations (cycling) through the tool's wrapper, timing each.
+
+    Also reports the CPU per invocation of the wrapper process and of the tool's daemon, and
+    a linear fit of time against the bytes of output restored (fixed cost + cost per MB).
+    """
     wrapper = tool.wrapper() or []
     times: list[float] = []
     per: dict[str, list[float]] = {}
     s0 = tool.stats()
+    d0 = tool.daemon_cpu()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    failed: dict[str, str] = {}
     for k in range(n):
         inv = invs[k % len(invs)]
-        dt = _timed([*wrapper, *inv.argv], cwd=inv.cwd, env=inv.env)
+        if inv.key in failed:
+            continue
+        try:
+            dt = _timed([*wrapper, *inv.argv], cwd=inv.cwd, env=inv.env)
+        except BenchError as e:
+            failed[inv.key] = str(e)[:300]
+            continue
         times.append(dt)
         per.setdefault(inv.key, []).append(dt)
+    if not times:
+        raise BenchError(f"every replay failed, e.g. {next(iter(failed.values()), '?')}")
+    n = len(times)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    d1 = tool.daemon_cpu()
     out = _summary(times)
-    out["invocations"] = len(invs)
+    out["invocations"] = len(invs) - len(failed)
+    out["failed_invocations"] = failed
     out["stats"] = stats_delta(s0, tool.stats())
-    out["per_crate_ms"] = {k: round(median(v) * 1000, 2) for k, v in sorted(per.items())}
+    out["wrapper_cpu_ms_per_call"] = round(
+        1000 * (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / n, 2
+    )
+    out["daemon_cpu_ms_per_call"] = round(1000 * (d1 - d0) / n, 2)
+    sizes = {i.key: i.output_bytes() for i in invs}
+    out["per_crate"] = {
+        k: {"ms": round(median(v) * 1000, 2), "output_bytes": sizes.get(k, 0)}
+        for k, v in sorted(per.items())
+    }
+    out["fit_vs_output_size"] = _fit(
+        [(sizes.get(k, 0) / 1e6, median(v) * 1000) for k, v in per.items()]
+    )
+    hits = out["stats"].get("cache_hits")
+    if isinstance(hits, int) and hits < n:
+        # Not every replay was a hit (sccache refuses some crate types): time the hits alone.
+        hit_keys = _classify_hits(tool, invs, wrapper)
+        only = [t for k, v in per.items() if k in hit_keys for t in v]
+        out["hits_only"] = {**_summary(only), "invocations": len(hit_keys)}
     return out
+
+
+def _classify_hits(tool: Tool, invs: list[Invocation], wrapper: list[str]) -> set[str]:
+    """Keys of the invocations that the tool serves as a hit (one stats read per call)."""
+    keys = set()
+    for inv in invs:
+        s0 = tool.stats() or {}
+        _timed([*wrapper, *inv.argv], cwd=inv.cwd, env=inv.env)
+        s1 = tool.stats() or {}
+        if s1.get("cache_hits", 0) > s0.get("cache_hits", 0):
+            keys.add(inv.key)
+    return keys
+
+
+def _fit(points: list[tuple[float, float]]) -> dict[str, float] | None:
+    """Least-squares ms = fixed + per_mb * MB over (MB, ms) points."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if sxx == 0:
+        return None
+    b = sum((x - mx) * (y - my) for x, y in points) / sxx
+    return {
+        "fixed_ms": round(my - b * mx, 2),
+        "ms_per_mb": round(b, 3),
+        "max_output_mb": round(max(x for x, _ in points), 2),
+    }
 
 
 def miss_overhead(
@@ -400,6 +480,8 @@ def run_micro(bench: Any, tools: dict[str, Tool]) -> dict[str, Any]:
             if not invs[name]:
                 raise BenchError("no compilation recorded")
             result["hit_overhead"][name] = hit_overhead(bench, tool, invs[name], n)
+            bad = result["hit_overhead"][name]["failed_invocations"]
+            invs[name] = [i for i in invs[name] if i.key not in bad]
             bench.log(
                 f"  hit overhead {name}: p50 {result['hit_overhead'][name]['p50_ms']} ms,"
                 f" p99 {result['hit_overhead'][name]['p99_ms']} ms"

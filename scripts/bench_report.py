@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench_measure import median
+
 # Which plain-cargo and which sccache scenario each kind of build is compared with.
 CARGO_REF = {"touch": "cargo-touch", "edit": "cargo-edit"}
 SCCACHE_REF = {
@@ -62,6 +64,7 @@ def to_json(bench: Any, args: Any, host: dict[str, Any], started: dt.datetime) -
                     "fallbacks": s.stat("fallbacks"),
                     "executed_remote": s.stat("executed_remote"),
                     "not_cacheable": s.not_cacheable(),
+                    "loadavg_1m": _r(median([x.loadavg_1m for x in s.samples]), 2),
                     "runs": [x.to_json() for x in s.samples],
                 }
             )
@@ -176,6 +179,7 @@ def print_table(report: dict[str, Any]) -> None:
         ("not cacheable", "left"),
         ("x cargo", "right"),
         ("x sccache", "right"),
+        ("load", "right"),
     ):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for s in report["scenarios"]:
@@ -188,6 +192,7 @@ def print_table(report: dict[str, Any]) -> None:
                 "",
                 "",
                 (s["reason"] or "")[:60],
+                "",
                 "",
                 "",
             )
@@ -203,17 +208,30 @@ def print_table(report: dict[str, Any]) -> None:
             nc[:40],
             _fmt(s.get("ratio_cargo")),
             _fmt(s.get("ratio_sccache")),
+            _fmt(s.get("loadavg_1m"), nd=1),
         )
     console.print(t)
     micro = report.get("micro") or {}
     if micro.get("hit_overhead"):
         m = Table(title="per-invocation hit (wrapper process, interpreter start included)")
-        for col in ("tool", "p50 ms", "p90 ms", "p99 ms", "invocations", "samples", "hits"):
+        for col in (
+            "tool",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "invocations",
+            "samples",
+            "hits",
+            "p50 hits only",
+            "wrapper cpu ms",
+            "daemon cpu ms",
+        ):
             m.add_column(col)
         for tool, h in micro["hit_overhead"].items():
             if "error" in h:
-                m.add_row(tool, f"[red]{h['error'][:60]}[/]", "", "", "", "", "")
+                m.add_row(tool, f"[red]{h['error'][:60]}[/]", "", "", "", "", "", "", "", "")
                 continue
+            only = h.get("hits_only") or {}
             m.add_row(
                 tool,
                 _fmt(h["p50_ms"]),
@@ -222,6 +240,9 @@ def print_table(report: dict[str, Any]) -> None:
                 str(h["invocations"]),
                 str(h["n"]),
                 _fmt(h["stats"].get("cache_hits")),
+                _fmt(only.get("p50_ms")) + (f" ({only['invocations']} inv.)" if only else ""),
+                _fmt(h.get("wrapper_cpu_ms_per_call")),
+                _fmt(h.get("daemon_cpu_ms_per_call")),
             )
         console.print(m)
     miss = micro.get("miss_overhead") or {}
@@ -265,10 +286,11 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     except ImportError:
         return None
     rows = [s for s in report["scenarios"] if s["status"] == "ok" and "wall_s" in s]
+    # The hit panel shows hits only (sccache refuses some invocations; those are no hit).
     hits = {
-        k: v
+        k: v.get("hits_only") or v
         for k, v in (report.get("micro") or {}).get("hit_overhead", {}).items()
-        if "p50_ms" in v
+        if "p50_ms" in v and (v.get("hits_only") or v).get("p50_ms") is not None
     }
     fig, axes = plt.subplots(
         1, 2, figsize=(15, max(5.5, 0.42 * len(rows) + 1.8)), gridspec_kw={"width_ratios": [3.2, 1]}

@@ -130,17 +130,25 @@ fn record(args: &[OsString], entry: &Path, link: bool) -> ! {
         std::io::stdout().write_all(&buf).ok();
         buf
     });
+    // FLOOR_BUFFER=1 holds stderr back until rustc exits, as a daemon that returns a finished
+    // compilation's output does: the pipelining experiment of docs/benchmarks.md.
+    let buffer = env::var("FLOOR_BUFFER").map(|v| v == "1").unwrap_or(false);
     let mut stderr_buf = Vec::new();
     let mut reader = BufReader::new(child.stderr.take().expect("piped stderr"));
     let mut line = Vec::new();
     while reader.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
-        let mut err = std::io::stderr().lock();
-        err.write_all(&line).ok();
-        err.flush().ok();
+        if !buffer {
+            let mut err = std::io::stderr().lock();
+            err.write_all(&line).ok();
+            err.flush().ok();
+        }
         stderr_buf.extend_from_slice(&line);
         line.clear();
     }
     let status = child.wait().expect("floor: wait for rustc");
+    if buffer {
+        std::io::stderr().write_all(&stderr_buf).ok();
+    }
     let stdout_buf = stdout_thread.join().unwrap_or_default();
     struct Out {
         status: std::process::ExitStatus,
