@@ -4,7 +4,7 @@ The archive in the CAS is already a root filesystem (see ``distbuild.toolchain``
 is one import away. It is tagged ``distbuild-toolchain:<first 16 hex of the digest>`` and
 labelled with the whole digest; an image is reused only when its label matches. Imports are
 serialized per digest within a process (a lock) and across processes (``flock``), so several
-actions or workers needing a new toolchain at once import it once.
+actions or workers on one host needing a new toolchain at once import it once.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 IMAGE_REPO = "distbuild-toolchain"
 LABEL_TOOLCHAIN = "distbuild.toolchain"
 ACTION_USER = "65534:65534"  # nobody:nogroup, present in the image's /etc/passwd
+# Host-wide, not per worker home: every worker on this host shares the engine's images.
+_LOCK_DIR = Path(tempfile.gettempdir()) / f"distbuild-docker-locks-{os.getuid()}"
 
 
 def image_tag(digest: Digest) -> str:
@@ -71,7 +74,8 @@ class ToolchainImages:
             info = self._existing(digest)
             if info is None:
                 self._dir.mkdir(parents=True, exist_ok=True)
-                with open(self._dir / f"{digest.hash}.lock", "w") as flock:
+                _LOCK_DIR.mkdir(parents=True, exist_ok=True)
+                with open(_LOCK_DIR / f"{digest.hash}.lock", "w") as flock:
                     fcntl.flock(flock, fcntl.LOCK_EX)
                     info = self._existing(digest) or self._import(digest)
             self._known[digest] = info
