@@ -61,7 +61,8 @@ class ToolchainImages:
         """The image for ``digest``, importing it the first time.
 
         Raises:
-            ExecutorUnavailable: the archive is not in the store or the import failed.
+            BlobNotFound: the archive is not in the store.
+            ExecutorUnavailable: fetching or importing it failed.
         """
         known = self._known.get(digest)
         if known is not None:
@@ -104,8 +105,8 @@ class ToolchainImages:
         start = time.monotonic()
         try:
             self._store.copy_to(digest, archive)
-        except BlobNotFound as e:
-            raise ExecutorUnavailable(f"toolchain {digest} is not in the CAS: {e}") from e
+        except BlobNotFound as e:  # the client did not upload it: no other worker would do better
+            raise BlobNotFound(f"toolchain archive {digest} is not in the CAS: {e}") from e
         except CasError as e:
             raise ExecutorUnavailable(f"toolchain {digest} could not be fetched: {e}") from e
         fetched = time.monotonic()

@@ -271,6 +271,17 @@ def test_image_removed_behind_the_executors_back_is_rebuilt(env: Env, tmp_path: 
     assert (out.exit_code, out.failure) == (0, "")
 
 
+def test_unknown_toolchain_is_reported_missing(env: Env, tmp_path: Path) -> None:
+    """A toolchain digest the CAS does not hold fails with BlobNotFound (not retried)."""
+    from distbuild.cas.digest import digest_bytes
+    from distbuild.errors import BlobNotFound
+
+    spec = replace(env.spec("bin/probe", "status"),
+                   properties=(("toolchain", str(digest_bytes(b"no such toolchain"))),))
+    with pytest.raises(BlobNotFound):
+        env.run(spec, env.sandbox(tmp_path))
+
+
 def test_no_container_is_left(env: Env) -> None:
     """After all of the above, this worker id has no container left, running or stopped."""
     env.executor.wait_removed()
