@@ -246,9 +246,16 @@ class Scheduler:
             w = self.workers.get(worker_id)
             if w is None or w.state == LOST:
                 return True, []
-            w.last_heartbeat = self.clock()
-            if w.unconfirmed:
-                self._reconcile(w, set(running), w.unconfirmed)
+            now = w.last_heartbeat = self.clock()
+            listed = set(running)
+            # Jobs handed over long ago that the worker does not run (a lease reply that was
+            # lost, or state from before our restart) are re-queued.
+            stale = {jid for jid in w.running - listed - set(w.to_lease)
+                     if jid in w.unconfirmed or (
+                         jid in self.jobs
+                         and now - self.jobs[jid].started_at > self.cfg.heartbeat_timeout)}
+            if stale or w.unconfirmed:
+                self._reconcile(w, listed, stale | w.unconfirmed)
                 self._dispatch()
             cancels, w.to_cancel = w.to_cancel, []
             return False, cancels

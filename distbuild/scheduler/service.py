@@ -130,6 +130,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     @guarded
     def LeaseWork(self, request: pb.LeaseWorkRequest,
                   context: grpc.ServicerContext) -> pb.LeaseWorkResponse:
+        for report in request.reports:
+            self._report(report)
         wait = min(max(request.wait_seconds, 0.0), 30.0)
         items, cancels, rereg = self.core.lease(request.worker_id, wait)
         resp = pb.LeaseWorkResponse(cancel_job_ids=cancels, reregister=rereg)
@@ -142,6 +144,10 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     @guarded
     def ReportResult(self, request: pb.ReportResultRequest,
                      context: grpc.ServicerContext) -> pb.ReportResultResponse:
+        self._report(request)
+        return pb.ReportResultResponse()
+
+    def _report(self, request: pb.ReportResultRequest) -> None:
         result = (convert.result_from_proto(request.result)
                   if request.HasField("result") else None)
         kind, _, message = request.error.message.partition(": ")
@@ -149,7 +155,6 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
             kind, message = "", request.error.message
         self.core.report(request.worker_id, request.job_id, result, message, kind,
                          request.retryable)
-        return pb.ReportResultResponse()
 
 
 class SchedulerServer:

@@ -62,6 +62,7 @@ class Worker:
         self.heartbeat_interval = cfg.scheduler.heartbeat_interval
         self._pool = futures.ThreadPoolExecutor(self.capacity, thread_name_prefix="job")
         self._running: dict[str, threading.Event] = {}
+        self._unreported: set[str] = set()  # finished, result not yet acknowledged
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.server = make_server(cfg, max_workers=8)
@@ -95,7 +96,7 @@ class Worker:
 
     def running_ids(self) -> list[str]:
         with self._lock:
-            return list(self._running)
+            return [*self._running, *self._unreported]
 
     # -- scheduler calls --------------------------------------------------------------------
     def _register(self) -> None:
@@ -147,14 +148,22 @@ class Worker:
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            self._cancel(resp.cancel_job_ids)
-            if resp.reregister:
-                self._register_until_ok()
-            for item in resp.items:
-                cancel = threading.Event()
-                with self._lock:
-                    self._running[item.job_id] = cancel
+            self._accept(resp)
+
+    def _accept(self, resp: pb.LeaseWorkResponse) -> None:
+        """Start the jobs a lease handed us; apply its cancellations."""
+        self._cancel(resp.cancel_job_ids)
+        if resp.reregister:
+            self._register_until_ok()
+        for item in resp.items:
+            cancel = threading.Event()
+            with self._lock:
+                self._running[item.job_id] = cancel
+            try:
                 self._pool.submit(self._run_job, item, cancel)
+            except RuntimeError:  # shutting down: the scheduler re-queues it when we are lost
+                with self._lock:
+                    self._running.pop(item.job_id, None)
 
     def _cancel(self, job_ids: object) -> None:
         with self._lock:
@@ -184,12 +193,33 @@ class Worker:
                 self._running.pop(item.job_id, None)
 
     def _report(self, job_id: str, outcome: JobOutcome) -> None:
+        """Report a finished job, taking the next work in the same call when we can."""
         req = pb.ReportResultRequest(worker_id=self.worker_id, job_id=job_id,
                                      retryable=outcome.retryable)
         if outcome.result is not None:
             req.result.CopyFrom(convert.result_to_proto(outcome.result))
         else:
             req.error.message = f"{outcome.kind}: {outcome.error}"
+        with self._lock:
+            self._running.pop(job_id, None)  # its slot is free for what the lease brings
+            self._unreported.add(job_id)  # still listed in heartbeats until reported
+            free = self.capacity - len(self._running)
+        try:
+            self._send_report(req, free)
+        finally:
+            with self._lock:
+                self._unreported.discard(job_id)
+
+    def _send_report(self, req: pb.ReportResultRequest, free: int) -> None:
+        if not self._stop.is_set():
+            try:
+                resp = self.stub.LeaseWork(pb.LeaseWorkRequest(
+                    worker_id=self.worker_id, free_slots=free, wait_seconds=0,
+                    reports=[req]), timeout=10)
+                self._accept(resp)
+                return
+            except grpc.RpcError:
+                pass  # retried below as a plain report
         # Keep trying while the scheduler restarts; only briefly when we are shutting down.
         patience = 2.0 if self._stop.is_set() else REPORT_PATIENCE
         deadline = time.monotonic() + patience
@@ -199,7 +229,7 @@ class Worker:
                 return
             except grpc.RpcError as e:
                 if time.monotonic() > deadline or (self._stop.is_set() and patience > 2.0):
-                    log.error("giving up reporting job %s: %s", job_id, error_from_rpc(e))
+                    log.error("giving up reporting job %s: %s", req.job_id, error_from_rpc(e))
                     return
                 time.sleep(0.5)
 

@@ -182,3 +182,16 @@ def test_cancel_and_timeout(env: Env) -> None:
     env.sched.reap()
     assert env.sched.get(slow).state == "FAILED"
     assert "timed out" in env.sched.get(slow).error
+
+
+def test_lost_handover_requeued(env: Env) -> None:
+    """A job handed to a worker that never shows up in its heartbeats is re-queued."""
+    env.worker("a")
+    job = env.sched.submit(env.action(), "c1").job_id
+    assert env.leased("a") == [job]  # the reply is "lost": the worker never runs it
+    env.sched.heartbeat("a", [])
+    assert env.sched.get(job).state == "RUNNING"  # too early to tell
+    env.clock.now += 11
+    env.sched.heartbeat("a", [])
+    requeued = env.sched.get(job)
+    assert (requeued.state, requeued.worker_id, requeued.attempts) == ("RUNNING", "a", 1)

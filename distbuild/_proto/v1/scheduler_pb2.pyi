@@ -222,14 +222,16 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, reregister: _Optional[bool] = ..., cancel_job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LeaseWorkRequest(_message.Message):
-    __slots__ = ("worker_id", "free_slots", "wait_seconds")
+    __slots__ = ("worker_id", "free_slots", "wait_seconds", "reports")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     free_slots: int
     wait_seconds: float
-    def __init__(self, worker_id: _Optional[str] = ..., free_slots: _Optional[int] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+    reports: _containers.RepeatedCompositeFieldContainer[ReportResultRequest]
+    def __init__(self, worker_id: _Optional[str] = ..., free_slots: _Optional[int] = ..., wait_seconds: _Optional[float] = ..., reports: _Optional[_Iterable[_Union[ReportResultRequest, _Mapping]]] = ...) -> None: ...
 
 class WorkItem(_message.Message):
     __slots__ = ("job_id", "action_digest", "action", "attempt")

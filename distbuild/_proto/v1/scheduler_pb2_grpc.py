@@ -155,7 +155,7 @@ class SchedulerServicer:
 
     def LeaseWork(self, request, context):
         """Long poll: returns as soon as jobs are assigned to the worker or cancellations are
-        pending, or after wait_seconds with nothing.
+        pending, or after wait_seconds with nothing. May carry results to report first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
