@@ -95,7 +95,10 @@ def _write(digest: Digest, tree: dict[Digest, Directory], base: Path, rel: str,
         else:
             src = store.local.path_of(f.digest)
             try:
-                os.link(src, dest)  # inputs are read-only to rustc: share the cached blob
+                # Share the cached blob; read-only so an action cannot scribble on the cache
+                # by accident (a corrupted blob would still be caught when next read whole).
+                os.chmod(src, 0o444)
+                os.link(src, dest)
             except OSError:
                 shutil.copyfile(src, dest)
         count += 1
