@@ -46,6 +46,23 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c.stop()
 
 
+def _crate_kinds(cluster: Cluster, jobs: list) -> set[str]:  # type: ignore[type-arg]
+    """What each job compiled, read back from the commands in the scheduler's CAS."""
+    from distbuild.cas.remote import RemoteCAS
+    from distbuild.config import Config
+    from distbuild.rpc.convert import decode_action, decode_command
+
+    cas = RemoteCAS(cluster.addr, Config(home=cluster.root / "reader"))
+    kinds = set()
+    for job in jobs:
+        action = decode_action(cas.get_bytes(job.action_digest))
+        args = decode_command(cas.get_bytes(action.command_digest)).arguments
+        crate_type = args[args.index("--crate-type") + 1]
+        name = args[args.index("--crate-name") + 1]
+        kinds.add("build-script" if name.startswith("build_script") else crate_type)
+    return kinds
+
+
 def test_fixture_built_with_every_miss_in_docker(tmp_path: Path, cluster: Cluster,
                                                  plain_app_output: str) -> None:
     """All 8 compilations (proc-macro, build script and bins included) ran in containers of
@@ -69,5 +86,6 @@ def test_fixture_built_with_every_miss_in_docker(tmp_path: Path, cluster: Cluste
     assert {j.result.metadata.executor for j in jobs if j.result} == {"docker"}
     toolchains = {dict(j.platform)["toolchain"] for j in jobs}
     assert len(toolchains) == 1 and "/" in toolchains.pop(), "actions name the archive digest"
+    assert _crate_kinds(cluster, jobs) == {"lib", "proc-macro", "build-script", "cdylib", "bin"}
     worker_home = cluster.root / "dw1-home"
     assert leftover_containers(connect(), default_worker_id(worker_home)) == []
