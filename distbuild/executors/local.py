@@ -41,23 +41,32 @@ class LocalExecutor:
         ]
         for t in readers:
             t.start()
-        failure = ""
+        failure: list[str] = []
+        done = threading.Event()
         deadline = start + spec.timeout_s if spec.timeout_s > 0 else None
-        while proc.poll() is None:
-            if cancel.is_set():
-                failure = "cancelled"
-            elif deadline is not None and time.monotonic() > deadline:
-                failure = "timed out"
-            if failure:
+
+        def watchdog() -> None:
+            # Only the kill waits on this loop; the action's own exit is seen at once below.
+            while not done.is_set():
+                if cancel.wait(_POLL_S):
+                    failure.append("cancelled")
+                elif deadline is not None and time.monotonic() > deadline:
+                    failure.append("timed out")
+                else:
+                    continue
                 _kill_group(proc)
-                break
-            cancel.wait(_POLL_S)
+                return
+
+        guard = threading.Thread(target=watchdog, daemon=True)
+        guard.start()
         proc.wait()
+        done.set()
+        guard.join()
         for t in readers:
             t.join()
         return ExecOutcome(
             exit_code=proc.returncode, stdout=b"".join(out), stderr=b"".join(err),
-            duration_s=time.monotonic() - start, failure=failure,
+            duration_s=time.monotonic() - start, failure=failure[0] if failure else "",
         )
 
     def close(self) -> None:
