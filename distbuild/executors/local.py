@@ -47,8 +47,8 @@ class LocalExecutor:
 
         def watchdog() -> None:
             # Only the kill waits on this loop; the action's own exit is seen at once below.
-            while not done.is_set():
-                if cancel.wait(_POLL_S):
+            while not done.wait(_POLL_S):
+                if cancel.is_set():
                     failure.append("cancelled")
                 elif deadline is not None and time.monotonic() > deadline:
                     failure.append("timed out")
