@@ -25,8 +25,8 @@ def register(sub: Any) -> None:
     p.add_argument("--scheduler", default="", help="host:port (default: [scheduler] addr)")
     p.add_argument("--capacity", type=int, default=0,
                    help="concurrent jobs (default: [worker] capacity, 0 = CPUs)")
-    p.add_argument("--executor", choices=KINDS, default=None,
-                   help="executor kind (default: [worker] executor)")
+    p.add_argument("--executor", choices=KINDS, action="append", default=None,
+                   help="executor kind; repeat to offer several (default: [worker] executor)")
     p.add_argument("--toolchain", action="append", default=None, metavar="RUSTC",
                    help="rustc binaries to advertise (repeatable; default: rustc on PATH)")
     p.set_defaults(func=cmd_run)
@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config()
     worker = Worker(cfg, args.id, scheduler_addr(cfg, args.scheduler), port=args.port,
-                    capacity=args.capacity, executor=args.executor or "", host=args.host,
+                    capacity=args.capacity, executor=",".join(args.executor or ()), host=args.host,
                     toolchains=tuple(args.toolchain or ("rustc",)))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -44,15 +44,18 @@ class Worker:
         self.worker_id = worker_id
         self.scheduler_addr = scheduler
         self.capacity = capacity or cfg.worker.capacity or cpu_count()
-        self.kind = executor or cfg.worker.executor
+        # One or more executor kinds ("local", "local,wasm"): an action picks one by its
+        # "executor" platform property.
+        self.kinds = [k.strip() for k in (executor or cfg.worker.executor).split(",") if k.strip()]
+        self.kind = ",".join(self.kinds)
         base = work_dir or cfg.home / "workers" / worker_id
         self.channel = make_channel(scheduler, cfg)
         self.stub = pb_grpc.SchedulerStub(self.channel)
         cache = cache or LocalCAS(base / "cache", cfg.worker.cache_max_size, cfg.cache.gc_target)
         self.store = CachedStore(cache, RemoteCAS(scheduler, cfg, channel=self.channel))
-        self.executor = make_executor(self.kind, cfg, self.store)
-        self.runner = JobRunner(worker_id, self.store, self.executor, base / "sandboxes")
-        props = [("executor", self.kind), *host_platform()]
+        self.executors = {k: make_executor(k, cfg, self.store) for k in self.kinds}
+        self.runner = JobRunner(worker_id, self.store, self.executors, base / "sandboxes")
+        props = [*(("executor", k) for k in self.kinds), *host_platform()]
         if self.kind == "docker":  # runs whatever toolchain an action ships (by digest)
             props.append(("toolchain", "*"))
         else:
@@ -88,7 +91,8 @@ class Worker:
                 ev.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.server.stop(0.5)
-        self.executor.close()
+        for executor in self.executors.values():
+            executor.close()
         self.channel.close()
 
     def wait(self) -> None:

@@ -22,6 +22,7 @@ from distbuild.errors import (
     BlobNotFound,
     DistbuildError,
     ExecutionError,
+    ExecutorUnavailable,
     InvalidRequest,
     LimitExceeded,
 )
@@ -51,11 +52,12 @@ class JobOutcome:
 
 
 class JobRunner:
-    def __init__(self, worker_id: str, store: CachedStore, executor: Executor, work_dir: Path,
+    def __init__(self, worker_id: str, store: CachedStore, executors: dict[str, Executor],
+                 work_dir: Path,
                  keep_sandboxes: bool = False):
         self.worker_id = worker_id
         self.store = store
-        self.executor = executor
+        self.executors = executors  # by kind; the first is used when an action names none
         self.work_dir = work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.keep_sandboxes = keep_sandboxes
@@ -77,6 +79,15 @@ class JobRunner:
             if not self.keep_sandboxes:
                 shutil.rmtree(sandbox, ignore_errors=True)
 
+    def _executor(self, kind: str) -> Executor:
+        if not kind:
+            return next(iter(self.executors.values()))
+        executor = self.executors.get(kind)
+        if executor is None:
+            raise ExecutorUnavailable(f"worker {self.worker_id} has no {kind!r} executor "
+                                      f"(it offers {', '.join(self.executors)})")
+        return executor
+
     def _run(self, action: Action, root: Path, cancel: threading.Event) -> ActionResult:
         started = time.time()
         command = decode_command(self.store.get_bytes(action.command_digest))
@@ -95,7 +106,8 @@ class JobRunner:
         )
         if cancel.is_set():
             raise ActionCancelled("cancelled before it started")
-        outcome = self.executor.run(spec, root, cancel)
+        executor = self._executor(dict(props).get("executor", ""))
+        outcome = executor.run(spec, root, cancel)
         if outcome.failure == "timed out":
             raise ActionTimeout(f"killed after its {action.timeout_s:.0f}s timeout on "
                                 f"worker {self.worker_id}")
@@ -122,7 +134,7 @@ class JobRunner:
             output_files=files, exit_code=outcome.exit_code, stdout_digest=std_digests[0],
             stderr_digest=std_digests[1],
             metadata=ExecutionMetadata(
-                worker=self.worker_id, executor=self.executor.kind, started_at=started,
+                worker=self.worker_id, executor=executor.kind, started_at=started,
                 completed_at=time.time(), toolchain=dict(props).get("toolchain", ""),
                 fuel_consumed=int(outcome.extra.get("fuel_consumed", 0) or 0)),
         )

@@ -86,9 +86,10 @@ class Cluster:
         self._spawn("scheduler", ["scheduler", "run", "--addr", self.addr], "scheduler-home")
         wait_for("the scheduler to listen", lambda: self._connectable(), timeout=30)
 
-    def start_worker(self, worker_id: str, capacity: int = 2, **extra: str) -> None:
+    def start_worker(self, worker_id: str, capacity: int = 2, args: tuple[str, ...] = (),
+                     **extra: str) -> None:
         self._spawn(worker_id, ["worker", "run", "--id", worker_id, "--capacity",
-                                str(capacity)], f"{worker_id}-home", **extra)
+                                str(capacity), *args], f"{worker_id}-home", **extra)
         wait_for(f"worker {worker_id} to register",
                  lambda: any(w.worker_id == worker_id and w.state == "ALIVE"
                              for w in self.client().list_workers()), timeout=30)

@@ -282,3 +282,21 @@ def test_worker_shutdown_hands_jobs_back(tmp_path: Path, cluster: Cluster) -> No
     assert (job.state, job.worker_id, job.attempts) == ("COMPLETED", "w2", 2)
     assert job.result is not None and job.result.stdout_digest is not None
     assert cas.get_bytes(job.result.stdout_digest) == b"second\n"
+
+
+def test_worker_with_two_executors(tmp_path: Path, cluster: Cluster) -> None:
+    """A worker started with two executor kinds offers both; an action picks one by its
+    platform's executor property."""
+    cluster.start_scheduler()
+    cluster.start_worker("w1", capacity=1, args=("--executor", "local", "--executor", "wasm"))
+    client = cluster.client()
+    (worker,) = client.list_workers()
+    assert {v for k, v in worker.platform if k == "executor"} == {"local", "wasm"}
+    cas = RemoteCAS(cluster.addr, _cfg(tmp_path))
+    prepared = prepare_action(["/bin/echo", "via local"], {}, platform=LOCAL)
+    cas.upload(prepared.blobs)
+    job = client.wait(client.submit(prepared.digest).job_id, timeout=30)
+    assert job.state == "COMPLETED" and job.result is not None
+    assert job.result.metadata.executor == "local"
+    assert job.result.stdout_digest is not None
+    assert cas.get_bytes(job.result.stdout_digest) == b"via local\n"
