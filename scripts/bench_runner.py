@@ -89,6 +89,7 @@ class Bench:
         self.member_file = self._pick_member_file()
         self.member_original = self.member_file.read_bytes()
         self.edits = 0
+        self.broken: set[str] = set()  # tools whose build failed: no further scenarios
         self.log(
             f"workspace {src} -> {self.ws_a} (and {self.ws_b}); "
             f"edits touch {self.member_file.relative_to(self.ws_a)}"
@@ -145,14 +146,13 @@ class Bench:
         tool: Tool,
         ws: Path,
         before: Callable[[], None] | None = None,
-        subcommand: str = "build",
     ) -> Sample:
         """One timed build of ``ws`` with ``tool``; ``before`` runs untimed first."""
         if before:
             before()
         s0 = tool.stats()
         sample = run_measured(
-            tool.build_cmd(subcommand),
+            tool.build_cmd(),
             cwd=ws,
             env=tool.env(self.env),
             log=self.logs / f"{sc.id}.log",
@@ -168,226 +168,217 @@ class Bench:
                 if hits is not None
                 else ""
             )
+            + f" (load {sample.loadavg_1m:.1f})"
         )
         return sample
 
     def scenario(self, id_: str, tool: Tool, kind: str, label: str) -> Scenario:
+        """The scenario ``id_``, created on first use (rounds add samples to it)."""
+        for sc in self.scenarios:
+            if sc.id == id_:
+                return sc
         sc = Scenario(id_, tool.name, kind, label)
         self.scenarios.append(sc)
         return sc
 
-    def guarded(self, sc: Scenario, body: Callable[[], None]) -> None:
+    def step(
+        self,
+        tool: Tool,
+        id_: str,
+        kind: str,
+        label: str,
+        body: Callable[[Scenario], None],
+        retire: bool = True,
+    ) -> bool:
+        """Runs one measurement of a scenario; a failure marks it (and ``retire``s the tool)."""
+        if tool.name in self.broken:
+            return False
+        sc = self.scenario(id_, tool, kind, label)
+        if sc.status == "failed":
+            return False
         try:
-            body()
+            body(sc)
+            return True
         except (BenchError, OSError, ValueError) as e:
             sc.status, sc.reason = "failed", str(e)
+            if retire:
+                self.broken.add(tool.name)
             self.log(f"  {sc.id} FAILED: {e}")
             with (self.logs / "errors.log").open("a") as f:
                 f.write(f"{sc.id}:\n{traceback.format_exc()}\n")
+            return False
 
-    def incremental(self, tool: Tool, prefix: str) -> None:
-        """touch / edit one member and rebuild, after a full build of ws_a."""
+    def from_clean(
+        self,
+        tool: Tool,
+        id_: str,
+        kind: str,
+        label: str,
+        ws: Path | None = None,
+        fresh: bool = False,
+    ) -> bool:
+        """A build after cargo clean (``fresh``: with an empty cache too)."""
+
+        def body(sc: Scenario) -> None:
+            if fresh:
+                tool.start()
+            self.measure(sc, tool, ws or self.ws_a, before=lambda: self.clean(ws or self.ws_a))
+
+        return self.step(tool, id_, kind, label, body)
+
+    def incremental(self, tool: Tool) -> None:
+        """touch / edit one member and rebuild, ``runs`` times each, right after a full build."""
         for kind, action, what in (
             ("touch", self.touch_member, "mtime only"),
             ("edit", self.edit_member, "content changed"),
         ):
-            sc = self.scenario(
-                f"{prefix}-{kind}", tool, kind, f"{tool.label}: {kind} one member ({what}), rebuild"
-            )
-            self.guarded(
-                sc,
-                lambda a=action, s=sc: [
-                    self.measure(s, tool, self.ws_a, before=a) for _ in range(self.args.runs)
-                ],
-            )
-        self.restore_member()
-
-    # -- per tool sequences ----------------------------------------------------------------
-
-    def run_cargo(self) -> None:
-        tool = Tool(self.scratch)
-        sc = self.scenario("cargo-clean", tool, "clean", "plain cargo: build from clean")
-        self.guarded(
-            sc,
-            lambda: [
-                self.measure(sc, tool, self.ws_a, before=lambda: self.clean(self.ws_a))
-                for _ in range(self.args.cold_runs)
-            ],
-        )
-        if sc.status == "ok":
-            self.incremental(tool, "cargo")
-
-    def run_floor(self, tool: Floor) -> None:
-        tool.start()
-        tool.mode, tool.link = "record", True
-        rec = self.scenario(
-            "floor-record", tool, "record", "floor: recording run (plain compile + store outputs)"
-        )
-        self.guarded(
-            rec, lambda: [self.measure(rec, tool, self.ws_a, before=lambda: self.clean(self.ws_a))]
-        )
-        if rec.status != "ok":
-            return
-        tool.mode = "replay"
-        for link in (True, False):
-            tool.link = link
-            how = "hard-link" if link else "copy"
-            sc = self.scenario(
-                f"floor-{how}", tool, "floor", f"floor: {how} known outputs after cargo clean"
-            )
-            self.guarded(
-                sc,
-                lambda s=sc: [
-                    self.measure(s, tool, self.ws_a, before=lambda: self.clean(self.ws_a))
-                    for _ in range(self.args.runs)
-                ],
-            )
-        tool.link = True
-
-    def run_sccache(self, tool: Sccache) -> None:
-        cold = self.scenario("sccache-cold", tool, "cold", "sccache: cold cache, from clean")
-
-        def cold_runs() -> None:
-            for _ in range(self.args.cold_runs):
-                tool.start()
-                self.measure(cold, tool, self.ws_a, before=lambda: self.clean(self.ws_a))
-
-        self.guarded(cold, cold_runs)
-        if cold.status != "ok":
-            return
-        warm = self.scenario("sccache-warm", tool, "warm", "sccache: warm cache after cargo clean")
-        self.guarded(
-            warm,
-            lambda: [
-                self.measure(warm, tool, self.ws_a, before=lambda: self.clean(self.ws_a))
-                for _ in range(self.args.runs)
-            ],
-        )
-        self.incremental(tool, "sccache")
-
-    def run_distbuild(self, tool: Distbuild) -> None:
-        cold = self.scenario(
-            "distbuild-cold", tool, "cold", "cargo-distbuild: cold cache, from clean"
-        )
-
-        def cold_runs() -> None:
-            for _ in range(self.args.cold_runs):
-                tool.start()
-                self.measure(cold, tool, self.ws_a, before=lambda: self.clean(self.ws_a))
-
-        self.guarded(cold, cold_runs)
-        if cold.status != "ok":
-            return
-        warm = self.scenario(
-            "distbuild-warm", tool, "warm", "cargo-distbuild: warm cache after cargo clean"
-        )
-        self.guarded(
-            warm,
-            lambda: [
-                self.measure(warm, tool, self.ws_a, before=lambda: self.clean(self.ws_a))
-                for _ in range(self.args.runs)
-            ],
-        )
-        other = self.scenario(
-            "distbuild-other-path",
-            tool,
-            "other-path",
-            "cargo-distbuild: warm cache, copy at another path",
-        )
-        self.guarded(
-            other,
-            lambda: [
-                self.measure(other, tool, self.ws_b, before=lambda: self.clean(self.ws_b))
-                for _ in range(self.args.runs)
-            ],
-        )
-        self.incremental(tool, "distbuild")
-        restarted = self.scenario(
-            "distbuild-restarted",
-            tool,
-            "restarted",
-            "cargo-distbuild: warm cache, master restarted, cargo clean",
-        )
-
-        def restarted_runs() -> None:
             for _ in range(self.args.runs):
-                self.clean(self.ws_a)
-                tool.stop_master()
-                self.measure(restarted, tool, self.ws_a)
-
-        self.guarded(restarted, restarted_runs)
-
-    def run_distributed(self, tool: Distributed) -> None:
-        sc = self.scenario(
-            "distributed-cold",
-            tool,
-            "cold",
-            "cargo-distbuild, scheduler + 2 workers: cold, from clean",
-        )
-
-        def runs() -> None:
-            try:
-                for _ in range(self.args.cold_runs):
-                    tool.start()
-                    self.measure(sc, tool, self.ws_a, before=lambda: self.clean(self.ws_a))
-            finally:
-                tool.stop()
-
-        self.guarded(sc, runs)
+                self.step(
+                    tool,
+                    f"{tool.name}-{kind}",
+                    kind,
+                    f"{tool.label}: {kind} one member ({what}), rebuild",
+                    lambda sc, a=action: [self.measure(sc, tool, self.ws_a, before=a)],
+                    retire=False,
+                )
+        self.restore_member()
 
     # -- the whole run ---------------------------------------------------------------------
 
     def run(self) -> None:
+        """Cold rounds, then warm rounds; within a round the tools take turns, so a change in
+        the machine's load hits all of them alike instead of one tool's whole series."""
         wanted = self.args.tools
+        cargo = Tool(self.scratch)
         tools: dict[str, Tool] = {
             "floor": Floor(self.scratch),
             "sccache": Sccache(self.scratch),
             "distbuild": Distbuild(self.scratch),
             "distributed": Distributed(self.scratch),
         }
+        live: dict[str, Tool] = {}
+        for name, tool in tools.items():
+            if name not in wanted:
+                continue
+            why = tool.unavailable()
+            if why:
+                self.log(f"{name}: skipped: {why}")
+                sc = self.scenario(
+                    f"{name}-cold" if name != "floor" else "floor-hard-link",
+                    tool,
+                    "cold",
+                    tool.label,
+                )
+                sc.status, sc.reason = "skipped", why
+            else:
+                live[name] = tool
+        floor = live.get("floor")
         try:
-            if "cargo" in wanted:
-                self.log("plain cargo")
-                self.run_cargo()
-            for name in ("floor", "sccache", "distbuild", "distributed"):
-                if name not in wanted:
-                    continue
-                tool = tools[name]
-                why = tool.unavailable()
-                if why:
-                    self.log(f"{name}: skipped: {why}")
-                    sc = self.scenario(
-                        f"{name}-cold" if name != "floor" else "floor-hard-link",
-                        tool,
-                        "cold",
-                        tool.label,
+            for r in range(self.args.cold_runs):
+                self.log(f"cold round {r + 1}/{self.args.cold_runs}")
+                if (
+                    "cargo" in wanted
+                    and self.from_clean(
+                        cargo, "cargo-clean", "clean", "plain cargo: build from clean"
                     )
-                    sc.status, sc.reason = "skipped", why
-                    continue
-                self.log(name)
-                getattr(self, f"run_{name}")(tool)
+                    and r == 0
+                ):
+                    self.incremental(cargo)
+                if floor and r == 0:
+                    floor.start()
+                    floor.mode, floor.link = "record", True  # type: ignore[attr-defined]
+                    self.from_clean(
+                        floor,
+                        "floor-record",
+                        "record",
+                        "floor: recording run (plain compile + store outputs)",
+                    )
+                    floor.mode = "replay"  # type: ignore[attr-defined]
+                for name, label in (("sccache", "sccache"), ("distbuild", "cargo-distbuild")):
+                    if (
+                        name in live
+                        and self.from_clean(
+                            live[name],
+                            f"{name}-cold",
+                            "cold",
+                            f"{label}: cold cache, from clean",
+                            fresh=True,
+                        )
+                        and r == 0
+                    ):
+                        self.incremental(live[name])
+                if "distributed" in live:
+                    dist = live["distributed"]
+                    try:
+                        self.from_clean(
+                            dist,
+                            "distributed-cold",
+                            "cold",
+                            "cargo-distbuild, scheduler + 2 workers: cold, from clean",
+                            fresh=True,
+                        )
+                    finally:
+                        dist.stop()
+            for r in range(self.args.runs):
+                self.log(f"warm round {r + 1}/{self.args.runs}")
+                if floor and "floor" not in self.broken:
+                    for link in (True, False):
+                        floor.link = link  # type: ignore[attr-defined]
+                        how = "hard-link" if link else "copy"
+                        self.from_clean(
+                            floor,
+                            f"floor-{how}",
+                            "floor",
+                            f"floor: {how} known outputs after cargo clean",
+                        )
+                    floor.link = True  # type: ignore[attr-defined]
+                if "sccache" in live:
+                    self.from_clean(
+                        live["sccache"],
+                        "sccache-warm",
+                        "warm",
+                        "sccache: warm cache after cargo clean",
+                    )
+                if "distbuild" in live:
+                    db = live["distbuild"]
+                    self.from_clean(
+                        db,
+                        "distbuild-warm",
+                        "warm",
+                        "cargo-distbuild: warm cache after cargo clean",
+                    )
+                    self.from_clean(
+                        db,
+                        "distbuild-other-path",
+                        "other-path",
+                        "cargo-distbuild: warm cache, copy at another path",
+                        ws=self.ws_b,
+                    )
+
+                    def restarted(sc: Scenario, db: Tool = db) -> None:
+                        self.clean(self.ws_a)
+                        db.stop_master()  # type: ignore[attr-defined]
+                        self.measure(sc, db, self.ws_a)
+
+                    self.step(
+                        db,
+                        "distbuild-restarted",
+                        "restarted",
+                        "cargo-distbuild: warm cache, master restarted, cargo clean",
+                        restarted,
+                    )
             if not self.args.no_micro:
                 from bench_micro import run_micro
 
                 self.log("micro-benchmarks")
-                live = {
-                    n: t
-                    for n, t in tools.items()
-                    if n in wanted
-                    and n != "distributed"
-                    and not t.unavailable()
-                    and self._tool_ok(n)
-                }
-                self.micro = run_micro(self, live)
+                ok = {n: t for n, t in live.items() if n != "distributed" and n not in self.broken}
+                self.micro = run_micro(self, ok)
         finally:
             for tool in tools.values():
                 try:
                     tool.stop()
                 except Exception as e:  # noqa: BLE001 - cleanup must go on for the others
                     self.log(f"stopping {tool.name}: {e}")
-
-    def _tool_ok(self, name: str) -> bool:
-        return any(s.tool == name and s.status == "ok" and s.samples for s in self.scenarios)
 
 
 def host_info() -> dict[str, Any]:
