@@ -31,6 +31,7 @@ from distbuild.scheduler.persistence import StateDB
 log = logging.getLogger(__name__)
 
 _WATCH_SLICE = 5.0  # a streaming call re-checks its context this often
+_SETTLE = 0.2  # an intermediate state is reported once it has lasted this long
 
 
 def job_to_proto(job: Job) -> pb.Job:
@@ -63,11 +64,20 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self.heartbeat_interval = heartbeat_interval
 
     def _follow(self, job: Job, context: grpc.ServicerContext) -> Iterator[pb.JobUpdate]:
+        """The job now, then its changes until it is done.
+
+        A change is sent once it has lasted ``_SETTLE`` seconds: a job that starts and
+        finishes quickly produces two updates (queued, done), not three.
+        """
         yield pb.JobUpdate(job=job_to_proto(job), done=job.done)
+        sent = job.version
         while not job.done and context.is_active():
             newer = self.core.watch(job.job_id, job.version, _WATCH_SLICE)
-            if newer.version != job.version:
+            if newer.version != job.version and not newer.done:
+                newer = self.core.watch(job.job_id, newer.version, _SETTLE)
+            if newer.version != sent:
                 yield pb.JobUpdate(job=job_to_proto(newer), done=newer.done)
+                sent = newer.version
             job = newer
 
     @guarded
