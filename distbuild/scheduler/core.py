@@ -280,7 +280,13 @@ class Scheduler:
             return items, cancels, False
 
     def report(self, worker_id: str, job_id: str, result: ActionResult | None,
-               error: str = "", kind: str = "", retryable: bool = False) -> None:
+               error: str = "", kind: str = "", retryable: bool = False,
+               result_blob: bytes = b"") -> None:
+        """A worker's outcome: a result (any exit code) or an error, retryable or not.
+
+        ``result_blob`` is the result's encoded message when the caller has it (saves
+        encoding it again for the database).
+        """
         with self._lock:
             w = self.workers.get(worker_id)
             if w is not None:
@@ -292,6 +298,7 @@ class Scheduler:
                 if job.worker_id != worker_id and job.state == RUNNING:
                     self._tell_cancel(job)  # a duplicate run elsewhere: first result wins
                 if result is not None:
+                    job.result_blob = result_blob
                     self._finish(job, COMPLETED, result=result)
                 elif retryable and job.attempts < self.cfg.max_attempts:
                     self._requeue(job)

@@ -35,6 +35,7 @@ class Job:
     started_at: float = 0.0
     completed_at: float = 0.0
     result: ActionResult | None = None
+    result_blob: bytes = b""  # ``result`` as an encoded ActionResult message, when known
     error: str = ""
     error_kind: str = ""  # the DistbuildError class name behind ``error``
     cached: bool = False

@@ -11,8 +11,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from distbuild.actions import ActionResult
+from distbuild._proto.v1 import remote_execution_pb2 as re_pb
 from distbuild.cas.digest import Digest
+from distbuild.rpc.convert import result_from_proto, result_to_proto
 from distbuild.scheduler.model import FINISHED, Job, WorkerInfo
 
 _SCHEMA = """
@@ -45,8 +46,16 @@ def job_row(job: Job) -> tuple[object, ...]:
     return (job.job_id, job.seq, str(job.action_digest), job.client_id,
             json.dumps(job.platform), job.timeout_s, int(job.do_not_cache), job.action_blob,
             job.state, job.worker_id, job.attempts, job.submitted_at, job.started_at,
-            job.completed_at, job.result.to_json() if job.result else None, job.error,
+            job.completed_at, _result_blob(job), job.error,
             job.error_kind, int(job.cached))
+
+
+def _result_blob(job: Job) -> bytes | None:
+    if job.result is None:
+        return None
+    if not job.result_blob:
+        job.result_blob = result_to_proto(job.result).SerializeToString()
+    return job.result_blob
 
 
 class StateDB:
@@ -133,5 +142,7 @@ def _job(d: dict[str, object]) -> Job:
     d["do_not_cache"] = bool(d["do_not_cache"])
     d["cached"] = bool(d["cached"])
     job = Job(**d)  # type: ignore[arg-type]
-    job.result = ActionResult.from_json(result) if isinstance(result, bytes) else None
+    if isinstance(result, bytes):
+        job.result = result_from_proto(re_pb.ActionResult.FromString(result))
+        job.result_blob = result
     return job

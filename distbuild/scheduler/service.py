@@ -164,7 +164,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         if not message:
             kind, message = "", request.error.message
         self.core.report(request.worker_id, request.job_id, result, message, kind,
-                         request.retryable)
+                         request.retryable,
+                         request.result.SerializeToString() if result is not None else b"")
 
 
 class SchedulerServer:
