@@ -300,3 +300,47 @@ def test_worker_with_two_executors(tmp_path: Path, cluster: Cluster) -> None:
     assert job.result.metadata.executor == "local"
     assert job.result.stdout_digest is not None
     assert cas.get_bytes(job.result.stdout_digest) == b"via local\n"
+
+
+def test_remote_runner_compiles_and_reports_errors(tmp_path: Path, cluster: Cluster) -> None:
+    """RemoteRunner on real rustc jobs: a good crate's binary comes back runnable with its
+    dep-info naming local paths; a compile error comes back as the exit code and message."""
+    from distbuild.master.remote_runner import RemoteRunner
+    from distbuild.master.runner import CompileJob
+
+    cluster.start_scheduler()
+    cluster.start_worker("w1", capacity=2)
+    src = tmp_path / "src"
+    out = tmp_path / "target"
+    src.mkdir()
+    out.mkdir()
+    (src / "good.rs").write_text('fn main() { println!("{}", include_str!("msg.txt")); }\n')
+    (src / "msg.txt").write_text("hello from the worker")
+    (src / "bad.rs").write_text('fn main() { let x: u32 = "text"; }\n')
+    rustc = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True,
+                           check=True).stdout.strip() + "/bin/rustc"
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}
+    runner = RemoteRunner(cluster_config(cluster), addr=cluster.addr)
+
+    def job(name: str) -> CompileJob:
+        return CompileJob(
+            argv=[rustc, "--crate-name", name, "--edition=2021", f"src/{name}.rs",
+                  "--crate-type", "bin", "--emit=dep-info,link", "--out-dir", str(out)],
+            env=env, cwd=str(tmp_path), outputs=[str(out / name), str(out / f"{name}.d")])
+
+    good = runner.run(job("good"))
+    assert (good.where, good.exit_code, good.worker) == ("remote", 0, "w1")
+    assert subprocess.run([str(out / "good")], capture_output=True, text=True,
+                          check=True).stdout == "hello from the worker\n"
+    dep_info = (out / "good.d").read_text()
+    assert dep_info.startswith(f"{out / 'good.d'}: src/good.rs src/msg.txt")
+    assert "@@SANDBOX@@" not in dep_info
+    bad = runner.run(job("bad"))
+    assert (bad.where, bad.exit_code) == ("remote", 1)
+    assert b"mismatched types" in bad.stderr and b"@@SANDBOX@@" not in bad.stderr
+    (failed,) = [j for j in cluster.client().list_jobs() if j.result and j.result.exit_code]
+    assert failed.attempts == 1  # a compile error is never retried
+
+
+def cluster_config(cluster: Cluster) -> Config:
+    return Config(home=cluster.root / "runner-home", auth=AuthConfig(token=cluster.token))
