@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from distbuild.scheduler.persistence import StateDB
 log = logging.getLogger(__name__)
 
 _WATCH_SLICE = 5.0  # a streaming call re-checks its context this often
+_USAGE_TTL = 10.0  # seconds a CAS size figure in Status may be old
 _SETTLE = 0.2  # an intermediate state is reported once it has lasted this long
 
 
@@ -62,6 +64,15 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self.core = core
         self.cas = cas
         self.heartbeat_interval = heartbeat_interval
+        self._usage = (0.0, 0, 0)  # (when, blobs, bytes): a CAS walk is not free
+
+    def _cas_usage(self) -> tuple[int, int]:
+        when, count, size = self._usage
+        if time.monotonic() - when > _USAGE_TTL:
+            blobs = list(self.cas.list())
+            count, size = len(blobs), sum(b.digest.size for b in blobs)
+            self._usage = (time.monotonic(), count, size)
+        return count, size
 
     def _follow(self, job: Job, context: grpc.ServicerContext) -> Iterator[pb.JobUpdate]:
         """The job now, then its changes until it is done.
@@ -117,9 +128,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     def Status(self, request: pb.StatusRequest,
                context: grpc.ServicerContext) -> pb.StatusResponse:
         s = self.core.status()
-        blobs = list(self.cas.list())
-        return pb.StatusResponse(version=__version__, cas_blobs=len(blobs),
-                                 cas_bytes=sum(b.digest.size for b in blobs),
+        count, size = self._cas_usage()
+        return pb.StatusResponse(version=__version__, cas_blobs=count, cas_bytes=size,
                                  **{k: type(getattr(pb.StatusResponse(), k))(v)
                                     for k, v in s.items()})
 
