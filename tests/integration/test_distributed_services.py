@@ -344,3 +344,28 @@ def test_remote_runner_compiles_and_reports_errors(tmp_path: Path, cluster: Clus
 
 def cluster_config(cluster: Cluster) -> Config:
     return Config(home=cluster.root / "runner-home", auth=AuthConfig(token=cluster.token))
+
+
+def test_burst_from_one_client_does_not_starve_another(tmp_path: Path, cluster: Cluster) -> None:
+    """Client A queues 500 jobs, then client B queues 5: B's jobs run next, long before A's
+    burst drains."""
+    from distbuild.scheduler.client import SchedulerClient
+
+    cluster.start_scheduler()
+    cluster.start_worker("w1", capacity=2)
+    cfg = cluster_config(cluster)
+    cas = RemoteCAS(cluster.addr, cfg)
+    burst = [prepare_action(["/bin/sh", "-c", "sleep 0.2", f"a{i}"], {}, platform=LOCAL)
+             for i in range(500)]
+    small = [prepare_action(["/bin/true", f"b{i}"], {}, platform=LOCAL) for i in range(5)]
+    cas.upload({d: b for p in burst + small for d, b in p.blobs.items()})
+    a = SchedulerClient(cluster.addr, cfg, client_id="client-a")
+    b = SchedulerClient(cluster.addr, cfg, client_id="client-b")
+    a_jobs = [a.submit(p.digest).job_id for p in burst]
+    b_jobs = [b.submit(p.digest).job_id for p in small]
+    done_b = [b.wait(j, timeout=120) for j in b_jobs]
+    assert [j.state for j in done_b] == ["COMPLETED"] * 5
+    a_done = sum(a.get_job(j).done for j in a_jobs)
+    assert a_done < 150, f"B waited for {a_done} of A's jobs"
+    for j in a_jobs:
+        a.cancel(j)  # no need to run the rest
