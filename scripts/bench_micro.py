@@ -34,11 +34,16 @@ CAPTURE = """#!{python} -S
 import json, os, sys, time
 rec = {{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}}
 d = os.environ["DISTBUILD_BENCH_CAPTURE_DIR"]
-with open(os.path.join(d, "%d-%d.json" % (time.time_ns(), os.getpid())), "w") as f:
-    json.dump(rec, f)
 nxt = os.environ.get("DISTBUILD_BENCH_CAPTURE_NEXT", "")
 argv = ([nxt] if nxt else []) + sys.argv[1:]
-os.execv(argv[0], argv)
+pid = os.fork()
+if pid == 0:
+    os.execv(argv[0], argv)  # inherits Cargo's jobserver descriptors
+status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+rec["exit_code"] = status
+with open(os.path.join(d, "%d-%d.json" % (time.time_ns(), os.getpid())), "w") as f:
+    json.dump(rec, f)
+sys.exit(status if status >= 0 else 1)
 """
 
 JOBSERVER_ENV = ("CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS")
@@ -54,6 +59,8 @@ class Invocation:
         self.crate = _flag(self.argv, "--crate-name") or "?"
         self.extra = _codegen(self.argv, "extra-filename") or ""
         self.out_dir = Path(_flag(self.argv, "--out-dir") or ".")
+        self.exit_code: int = rec.get("exit_code", 0)
+        self.probe = "--crate-name" not in self.argv and self.crate != "?"
 
     @property
     def key(self) -> str:
@@ -190,7 +197,16 @@ def capture(bench: Any, tool: Tool) -> list[Invocation]:
     )
     bench.log(f"  capture build {tool.name}: {stats_delta(s0, tool.stats())}")
     invs = [Invocation(json.loads(p.read_text())) for p in sorted(cap.iterdir())]
-    return [i for i in invs if i.is_compile]
+    bench.captured[tool.name] = {
+        "compilations": sum(1 for i in invs if i.is_compile),
+        "build_script_probes": sum(1 for i in invs if i.probe),
+        "failed": sorted(
+            f"{i.crate} {' '.join(a for a in i.argv if a.endswith('.rs'))}"
+            for i in invs
+            if i.exit_code != 0
+        ),
+    }
+    return [i for i in invs if i.is_compile and i.exit_code == 0]
 
 
 def hit_overhead(bench: Any, tool: Tool, invs: list[Invocation], n: int) -> dict[str, Any]:
@@ -469,6 +485,7 @@ def run_micro(bench: Any, tools: dict[str, Tool]) -> dict[str, Any]:
     """All micro-figures for the tools that ran; errors are recorded, not raised."""
     n = bench.args.micro_n
     result: dict[str, Any] = {"hit_overhead": {}, "miss_overhead": {}, "hit_path": {}}
+    bench.captured = result["captured_invocations"] = {}
     invs: dict[str, list[Invocation]] = {}
     order = [t for t in ("floor", "sccache", "distbuild") if t in tools]
     for name in order:
