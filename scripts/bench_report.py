@@ -398,3 +398,85 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def markdown_summary(report: dict[str, Any]) -> str:
+    """The figures as Markdown tables (pasted into docs/benchmarks.md after a full run)."""
+    h = report["host"]
+    lines = [
+        f"Workspace `{report['workspace']['name']}`, {h['cpus']} CPUs, {h['rustc']}, sccache "
+        f"{h['sccache'].split()[-1]}, commit {h['distbuild_commit']}, {report['finished']}; "
+        f"runs {report['config']['runs']} (warm), {report['config']['cold_runs']} (cold).",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    for t in report["targets"]:
+        met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['measured'] or 'not measured'} | {met} |")
+    lines += [
+        "",
+        "| scenario | wall s (median) | min-max | CPU s | hits | misses | x cargo | x sccache "
+        "| load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in report["scenarios"]:
+        if s["status"] != "ok":
+            lines.append(
+                f"| {s['id']} | {s['status']}: {(s['reason'] or '').splitlines()[0][:80]}"
+                " | | | | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {s['id']} | {s['wall_s']:.2f} | {s['wall_min_s']:.2f}-{s['wall_max_s']:.2f} | "
+            f"{s['cpu_s']:.2f} | {_fmt(s.get('cache_hits'))} | {_fmt(s.get('cache_misses'))} | "
+            f"{_fmt(s.get('ratio_cargo'))} | {_fmt(s.get('ratio_sccache'))} | "
+            f"{_fmt(s.get('loadavg_1m'), nd=1)} |"
+        )
+    micro = report.get("micro") or {}
+    hits = micro.get("hit_overhead") or {}
+    if hits:
+        lines += [
+            "",
+            "| one cached compile (hit) | p50 ms | p90 ms | p99 ms | wrapper CPU ms "
+            "| daemon CPU ms | fixed ms + ms/MB |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for tool, x in hits.items():
+            if "p50_ms" not in x:
+                continue
+            src = x.get("hits_only") if x.get("hits_only", {}).get("p50_ms") else x
+            fit = x.get("fit_vs_output_size") or {}
+            label = tool + (" (hits only)" if src is not x else "")
+            lines.append(
+                f"| {label} | {src['p50_ms']} | {src['p90_ms']} | {src['p99_ms']} | "
+                f"{x.get('wrapper_cpu_ms_per_call')} | {x.get('daemon_cpu_ms_per_call')} | "
+                f"{fit.get('fixed_ms', '-')} + {fit.get('ms_per_mb', '-')}/MB |"
+            )
+    miss = micro.get("miss_overhead") or {}
+    for tool in ("sccache", "distbuild"):
+        if tool in miss:
+            x = miss[tool]
+            lines.append("")
+            lines.append(
+                f"Miss overhead {tool}: +{x['median_overhead_ms']} ms per compilation, "
+                f"{x['median_ratio']}x rustc run directly (median over {x['compilations']} "
+                "library compilations)."
+            )
+    path = (micro.get("hit_path") or {}).get("distbuild")
+    if path:
+        lines.append("")
+        lines.append(
+            f"Hit path of cargo-distbuild (p50): process spawn {path.get('spawn_true_ms')} ms, "
+            f"interpreter start {path.get('interpreter_start_ms')} ms, shim import "
+            f"{path.get('shim_import_ms')} ms, rest (master round trip + restore) "
+            f"{path.get('rest_of_hit_ms')} ms."
+        )
+        prof = path.get("profile") or {}
+        if prof.get("top_own"):
+            lines.append(
+                "Master profile, own time (% of busy samples): "
+                + ", ".join(f"`{f}` {p}%" for f, p in prof["top_own"][:6])
+                + "."
+            )
+    return "\n".join(lines) + "\n"

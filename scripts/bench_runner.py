@@ -451,7 +451,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
-    from bench_report import print_table, to_json, write_chart
+    from bench_report import markdown_summary, print_table, to_json, write_chart
 
     args = parse_args(argv)
     out = Path(args.out).resolve()
@@ -467,6 +467,7 @@ def main(argv: list[str]) -> int:
         report = to_json(bench, args, host, started)
         stem = f"bench-{bench.name}"
         (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / f"{stem}.md").write_text(markdown_summary(report))
         print_table(report)
         if not args.no_chart:
             png = write_chart(report, out / f"{stem}.png")
