@@ -1,15 +1,15 @@
 """The scheduler's logic: queue, placement, worker registry, retries, timeouts, cancellation.
 
 No gRPC here: the servicer (``service.py``) calls these methods and the tests may too. One lock
-guards all state; every change is written through to SQLite (``persistence.py``).
+guards all state.
 
 Placement: jobs are taken from a ``FairQueue`` (round-robin across client ids) and given to the
 least-loaded live worker that has a free slot and offers every platform property the action
 requires. A worker never holds more jobs than its capacity.
 
-Persistence: changes are written to SQLite by a flusher thread in batches (group commit). A
-submission returns only once its job is on disk; later transitions (running, finished) may be
-lost if the process dies within ``FLUSH_INTERVAL``, which at worst re-runs a job.
+Persistence: changes are written to SQLite in batches (``GroupCommit``). A submission returns
+only once its job is on disk; later transitions (running, finished) may be lost if the process
+dies within ``FLUSH_INTERVAL``, which at worst re-runs a job.
 
 Retries: a job whose worker is lost (missed heartbeats) or that failed for an infrastructure
 reason goes back to the front of its client's queue, at most ``max_attempts`` runs in all. A
@@ -47,7 +47,7 @@ from distbuild.scheduler.model import (
     WorkerInfo,
     matches,
 )
-from distbuild.scheduler.persistence import StateDB, job_row
+from distbuild.scheduler.persistence import GroupCommit, StateDB
 
 _KEEP_FINISHED = 20_000
 FLUSH_INTERVAL = 0.01
@@ -71,49 +71,17 @@ class Scheduler:
         self._worker_events: dict[str, threading.Event] = {}
         self.counts = {"completed": 0, "failed": 0, "cache_hits": 0}
         self._seq = db.max_seq()
-        self._dirty: dict[str, Job] = {}
-        self._changes = 0  # count of job changes so far
-        self._durable = 0  # changes [0, _durable) are on disk
-        self._durable_cond = threading.Condition()
-        self._flush_lock = threading.Lock()
-        self._wake_flusher = threading.Event()
-        self._closed = threading.Event()
+        self._commits = GroupCommit(db, self._lock, FLUSH_INTERVAL)
         self._load()
-        self._flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
-        self._flusher.start()
-
-    # -- persistence ------------------------------------------------------------------------
-    def _flush_loop(self) -> None:
-        while not self._closed.is_set():
-            self._wake_flusher.wait(FLUSH_INTERVAL)
-            self._wake_flusher.clear()
-            self.flush()
+        self._commits.start()
 
     def flush(self) -> None:
-        """Write every pending change to SQLite (one transaction)."""
-        with self._flush_lock:
-            with self._lock:
-                rows = [job_row(j) for j in self._dirty.values()]
-                self._dirty.clear()
-                upto = self._changes
-            if rows:
-                self.db.save_rows(rows)
-            with self._durable_cond:
-                self._durable = upto
-                self._durable_cond.notify_all()
-
-    def _wait_durable(self, change: int, timeout: float = 30.0) -> None:
-        self._wake_flusher.set()
-        with self._durable_cond:
-            self._durable_cond.wait_for(lambda: self._durable >= change or self._closed.is_set(),
-                                        timeout)
+        """Write every pending change to SQLite now."""
+        self._commits.flush()
 
     def close(self) -> None:
-        """Flush and stop the flusher; then close the database."""
-        self._closed.set()
-        self._wake_flusher.set()
-        self._flusher.join(timeout=10)
-        self.flush()
+        """Flush, stop the flusher and close the database."""
+        self._commits.close()
         self.db.close()
 
     # -- startup ----------------------------------------------------------------------------
@@ -166,11 +134,10 @@ class Scheduler:
                 del self.jobs[job.job_id]
                 raise NoSuitableWorker(f"no live worker offers platform {_fmt(job.platform)}")
             self.queue.push(job.client_id, job.job_id)
-            self._changed(job)
-            change = self._changes
+            change = self._changed(job)
             self._dispatch()
             snapshot = copy.copy(job)
-        self._wait_durable(change)
+        self._commits.wait(change)
         return snapshot
 
     def get(self, job_id: str) -> Job:
@@ -352,13 +319,13 @@ class Scheduler:
             raise UnknownJob(f"no job {job_id!r}")
         return job
 
-    def _changed(self, job: Job) -> None:
+    def _changed(self, job: Job) -> int:
         job.version += 1
-        self._changes += 1
-        self._dirty[job.job_id] = job
+        change = self._commits.mark(job)
         event = self._job_events.pop(job.job_id, None)
         if event is not None:
             event.set()
+        return change
 
     def _finish(self, job: Job, state: str, result: ActionResult | None = None,
                 error: str = "", kind: str = "") -> None:

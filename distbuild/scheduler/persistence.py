@@ -146,3 +146,67 @@ def _job(d: dict[str, object]) -> Job:
         job.result = result_from_proto(re_pb.ActionResult.FromString(result))
         job.result_blob = result
     return job
+
+
+class GroupCommit:
+    """Write-behind of job changes: a thread writes the changed jobs in one transaction every
+    ``interval`` seconds (or at once when someone waits), and ``wait`` blocks until a given
+    change is on disk.
+
+    ``mark`` and the snapshot taken by ``flush`` run under ``lock``, the owner's state lock,
+    so every row written is a consistent picture of its job.
+    """
+
+    def __init__(self, db: StateDB, lock: threading.RLock, interval: float):
+        self.db = db
+        self._lock = lock
+        self._interval = interval
+        self._dirty: dict[str, Job] = {}
+        self._changes = 0  # changes marked so far
+        self._durable = 0  # changes [0, _durable) are on disk
+        self._cond = threading.Condition()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def mark(self, job: Job) -> int:
+        """Record that ``job`` changed (caller holds the lock); returns the change number."""
+        self._changes += 1
+        self._dirty[job.job_id] = job
+        return self._changes
+
+    def wait(self, change: int, timeout: float = 30.0) -> None:
+        """Block until change number ``change`` is on disk (or we are closing)."""
+        self._wake.set()
+        with self._cond:
+            self._cond.wait_for(lambda: self._durable >= change or self._closed.is_set(),
+                                timeout)
+
+    def flush(self) -> None:
+        with self._flush_lock:
+            with self._lock:
+                rows = [job_row(j) for j in self._dirty.values()]
+                self._dirty.clear()
+                upto = self._changes
+            if rows:
+                self.db.save_rows(rows)
+            with self._cond:
+                self._durable = upto
+                self._cond.notify_all()
+
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self.flush()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self.flush()
