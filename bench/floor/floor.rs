@@ -110,7 +110,7 @@ fn record(args: &[OsString], entry: &Path, link: bool) -> ! {
     let extra = codegen(args, "extra-filename").unwrap_or_default();
     // Stream rustc's output through as it comes: Cargo starts dependent crates as soon as it
     // reads the rmeta artifact notification on stderr, so buffering stderr until rustc exits
-    // would cost the build its pipelining (measured: 28 s -> 46 s on bench/).
+    // would cost the build its pipelining.
     let mut child = match Command::new(&args[0])
         .args(&args[1..])
         .stdout(Stdio::piped())
