@@ -39,7 +39,7 @@ from distbuild.master.runner import CompileJob, CompileRun, CompileRunner
 from distbuild.rpc.server import BATCH_LIMIT, make_channel
 from distbuild.rustc.depinfo import parse_dep_info
 from distbuild.scheduler.action_builder import InputFile, PreparedAction, prepare_action
-from distbuild.scheduler.client import SchedulerClient
+from distbuild.scheduler.client import JobView, SchedulerClient
 from distbuild.toolchain.ship import ship_toolchain
 from distbuild.worker.materialize import SANDBOX_ROOT
 from distbuild.worker.platform import host_platform, rustc_toolchain_id
@@ -54,6 +54,7 @@ KEEP_ENV = frozenset({"PATH", "HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "CARGO"
                       "LD_LIBRARY_PATH", "TMPDIR"})
 _PATH_CHAR = r"A-Za-z0-9._+\-"
 RETRY_AFTER_S = 5.0  # after Unavailable / NoSuitableWorker, go local at once for this long
+RECONNECT_S = 30.0  # how long to keep trying to rejoin a submitted job across a restart
 
 
 class RemoteRunner:
@@ -96,11 +97,7 @@ class RemoteRunner:
         try:
             prepared, outputs = self.prepare(job)
             self.cas.upload(prepared.blobs)
-            view = None
-            updates = self.client.execute(prepared.digest,
-                                          timeout=self.cfg.scheduler.job_timeout + 60)
-            for update in updates:
-                view = update  # the last update is the finished job
+            view = self._follow(prepared.digest)
             if view is None or not view.done:
                 raise JobFailed("the scheduler ended the job stream early")
             if view.state != "COMPLETED" or view.result is None:
@@ -116,6 +113,20 @@ class RemoteRunner:
             raise RemoteError(f"remote execution failed: {e}") from e
         return CompileRun(result.exit_code, stdout, stderr, "remote",
                           worker=result.metadata.worker, duration_s=time.monotonic() - start)
+
+    def _follow(self, digest: Digest) -> JobView | None:
+        """Submit and follow to the end; if the stream breaks (a scheduler restart), pick the
+        job up again with WaitExecution for a while before giving up."""
+        timeout = self.cfg.scheduler.job_timeout + 60
+        view = None
+        try:
+            for update in self.client.execute(digest, timeout=timeout):
+                view = update  # the last update is the finished job
+        except Unavailable:
+            if view is None:
+                raise
+            view = self.client.wait(view.job_id, timeout=timeout, reconnect_for=RECONNECT_S)
+        return view
 
     # -- job -> action ----------------------------------------------------------------------
     def prepare(self, job: CompileJob) -> tuple[PreparedAction, dict[str, str]]:

@@ -369,3 +369,42 @@ def test_burst_from_one_client_does_not_starve_another(tmp_path: Path, cluster: 
     assert a_done < 150, f"B waited for {a_done} of A's jobs"
     for j in a_jobs:
         a.cancel(j)  # no need to run the rest
+
+
+def test_remote_runner_rides_out_a_scheduler_restart(tmp_path: Path, cluster: Cluster) -> None:
+    """A compile in flight when the scheduler restarts still completes remotely: the worker
+    reports after the restart and the runner rejoins the job."""
+    import threading
+
+    from distbuild.master.remote_runner import RemoteRunner
+    from distbuild.master.runner import CompileJob
+
+    cluster.start_scheduler()
+    cluster.start_worker("w1", capacity=1)
+    real = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True,
+                          check=True).stdout.strip() + "/bin/rustc"
+    slow = tmp_path / "slow-rustc"
+    slow.write_text(f'#!/bin/sh\ncase "$PWD" in */w1-home/*) sleep 3;; esac\nexec {real} "$@"\n')
+    slow.chmod(0o755)
+    (tmp_path / "main.rs").write_text('fn main() { println!("survived"); }\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    job = CompileJob(argv=[str(slow), "--crate-name", "main", "main.rs", "--crate-type", "bin",
+                           "--emit=link", "--out-dir", str(out)],
+                     env={"PATH": os.environ["PATH"]}, cwd=str(tmp_path),
+                     outputs=[str(out / "main")])
+    runner = RemoteRunner(cluster_config(cluster), addr=cluster.addr, match_toolchain=False)
+    runs: list[object] = []
+    thread = threading.Thread(target=lambda: runs.append(runner.run(job)))
+    thread.start()
+    client = cluster.client()
+    wait_for("the compile to run", lambda: any(j.state == "RUNNING"
+                                               for j in client.list_jobs()), timeout=60)
+    cluster.kill("scheduler", signal.SIGKILL)
+    cluster.start_scheduler()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    (run,) = runs
+    assert (run.where, run.exit_code) == ("remote", 0)  # type: ignore[attr-defined]
+    assert subprocess.run([str(out / "main")], capture_output=True, text=True,
+                          check=True).stdout == "survived\n"
