@@ -383,7 +383,10 @@ class Bench:
 
 def host_info() -> dict[str, Any]:
     def first_line(cmd: list[str]) -> str:
-        r = run_quiet(cmd)
+        try:
+            r = run_quiet(cmd)
+        except OSError:
+            return "not installed"
         return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout else "?"
 
     return {
