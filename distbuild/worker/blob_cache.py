@@ -32,6 +32,12 @@ class CachedStore:
         self._account(sum(d.size for d in wanted))
         return n
 
+    def keep(self, digest: Digest, path: Path) -> None:
+        """Add a file this worker produced (already uploaded) to the local cache."""
+        if not self.local.contains(digest):
+            self.local.put_file(path)
+            self._account(digest.size)
+
     def contains(self, digest: Digest) -> bool:
         return self.local.contains(digest) or self.remote.contains(digest)
 

@@ -167,6 +167,9 @@ def collect_outputs(sandbox: Path, output_paths: tuple[str, ...],
             blobs[digest] = path
         files.append(OutputFile(out, digest, executable))
     store.remote.upload(blobs)
+    for digest, src in blobs.items():
+        if isinstance(src, Path):
+            store.keep(digest, src)  # the next job here that needs it fetches nothing
     return tuple(files)
 
 
