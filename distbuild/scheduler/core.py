@@ -32,6 +32,7 @@ from distbuild.cas.store import LocalCAS
 from distbuild.config import SchedulerConfig
 from distbuild.errors import NoSuitableWorker, UnknownJob
 from distbuild.rpc.convert import decode_action
+from distbuild.scheduler import affinity
 from distbuild.scheduler.action_cache import ActionCacheStore
 from distbuild.scheduler.fair_queue import FairQueue
 from distbuild.scheduler.model import (
@@ -113,6 +114,7 @@ class Scheduler:
         """Queue an action already in the CAS; a cache hit completes at once."""
         blob = self.cas.get_bytes(action_digest)
         action = decode_action(blob)
+        inputs = affinity.large_inputs(self.cas, action.input_root_digest)
         now = self.clock()
         with self._lock:
             self._seq += 1
@@ -120,7 +122,7 @@ class Scheduler:
                       client_id=client_id or "anonymous", platform=action.platform,
                       timeout_s=action.timeout_s or self.cfg.job_timeout,
                       do_not_cache=action.do_not_cache, action_blob=blob, seq=self._seq,
-                      submitted_at=now, queued_since=now)
+                      submitted_at=now, queued_since=now, inputs=inputs)
         cached = None if (skip_cache or action.do_not_cache) else self.ac.get(action_digest)
         with self._lock:
             self.jobs[job.job_id] = job
@@ -256,11 +258,15 @@ class Scheduler:
         """
         with self._lock:
             w = self.workers.get(worker_id)
+            job = self.jobs.get(job_id)
             if w is not None:
                 w.running.discard(job_id)
                 w.unconfirmed.discard(job_id)
                 w.completed += 1
-            job = self.jobs.get(job_id)
+                if job is not None and result is not None:
+                    # It fetched the inputs and produced the outputs: both are in its cache.
+                    affinity.remember(w.holds, job.inputs)
+                    affinity.remember(w.holds, (o.digest for o in result.output_files))
             if job is not None and not job.done:
                 if job.worker_id != worker_id and job.state == RUNNING:
                     self._tell_cancel(job)  # a duplicate run elsewhere: first result wins
@@ -374,10 +380,14 @@ class Scheduler:
             event.set()
 
     def _place(self, job_id: str, free: list[WorkerInfo]) -> WorkerInfo | None:
-        """The least-loaded free worker offering the job's platform, if any."""
-        platform = self.jobs[job_id].platform
-        fits = [w for w in free if matches(platform, w.platform)]
-        return _least_loaded(fits) if fits else None
+        """The least-loaded free worker offering the job's platform, if any; among equally
+        loaded ones, the one already holding most of the job's large inputs."""
+        job = self.jobs[job_id]
+        fits = [w for w in free if matches(job.platform, w.platform)]
+        if not fits:
+            return None
+        return min(fits, key=lambda w: (w.load, -affinity.held_bytes(job.inputs, w.holds),
+                                        len(w.running), w.completed))
 
     def _dispatch(self) -> None:
         while len(self.queue):
@@ -395,10 +405,6 @@ class Scheduler:
             w.to_lease.append(job_id)
             self._changed(job)
             self._wake(w.worker_id)
-
-
-def _least_loaded(workers: list[WorkerInfo]) -> WorkerInfo:
-    return min(workers, key=lambda w: (w.load, len(w.running), w.completed))
 
 
 def _fmt(props: Properties) -> str:

@@ -41,6 +41,7 @@ class Job:
     cached: bool = False
     version: int = 0  # bumped on every change; watchers wait for a newer one
     queued_since: float = 0.0  # in memory only: when it last entered the queue
+    inputs: frozenset[Digest] = frozenset()  # in memory only: its large input blobs
 
     @property
     def done(self) -> bool:
@@ -61,6 +62,7 @@ class WorkerInfo:
     to_lease: list[str] = field(default_factory=list)  # assigned, not yet handed over
     to_cancel: list[str] = field(default_factory=list)
     unconfirmed: set[str] = field(default_factory=set)  # loaded from disk, not yet re-seen
+    holds: set[Digest] = field(default_factory=set)  # large blobs in its cache (affinity)
 
     @property
     def free(self) -> int:

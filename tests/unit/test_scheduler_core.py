@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.actions import Action, ActionResult
+from distbuild.actions import Action, ActionResult, OutputFile
 from distbuild.cas.digest import Digest, digest_bytes
 from distbuild.cas.store import LocalCAS
 from distbuild.config import SchedulerConfig
@@ -195,3 +195,22 @@ def test_lost_handover_requeued(env: Env) -> None:
     env.sched.heartbeat("a", [])
     requeued = env.sched.get(job)
     assert (requeued.state, requeued.worker_id, requeued.attempts) == ("RUNNING", "a", 1)
+
+
+def test_equally_loaded_workers_prefer_the_one_holding_inputs(env: Env) -> None:
+    """Between two idle workers, a job goes to the one that produced its large input."""
+    from distbuild.scheduler.action_builder import InputFile, build_tree
+
+    env.worker("a")
+    env.worker("b")
+    big = InputFile.of(b"r" * 100_000)  # e.g. an rlib built earlier
+    first = env.sched.submit(env.action(), "c1").job_id
+    holder = env.sched.get(first).worker_id
+    env.sched.report(holder, first, ActionResult(output_files=(
+        OutputFile("target/libdep.rlib", big.digest),), exit_code=0))
+    root, blobs = build_tree({"target/libdep.rlib": big, "src/lib.rs": InputFile.of(b"x")})
+    for data in blobs.values():
+        env.cas.put_bytes(data if isinstance(data, bytes) else data.read_bytes())
+    action = env.cas.put_bytes(encode_action(Action(root, root, platform=LOCAL)))
+    job = env.sched.submit(action, "c1")
+    assert job.worker_id == holder
