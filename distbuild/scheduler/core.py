@@ -386,6 +386,8 @@ class Scheduler:
         fits = [w for w in free if matches(job.platform, w.platform)]
         if not fits:
             return None
+        if not job.inputs:
+            return min(fits, key=lambda w: (w.load, len(w.running), w.completed))
         return min(fits, key=lambda w: (w.load, -affinity.held_bytes(job.inputs, w.holds),
                                         len(w.running), w.completed))
 
