@@ -54,6 +54,10 @@ class MasterConfig:
     jobs: int = 0  # concurrent local rustc processes; 0 = number of CPUs
     idle_timeout: float = 3 * 3600.0  # daemon exits after this long without requests
     request_timeout: float = 3600.0  # the shim falls back to plain rustc after this
+    # Without a scheduler, misses run on an in-process scheduler + local worker ("embedded",
+    # the same path as a cluster build) or straight in place ("direct": keeps rustc's
+    # incremental state for workspace members, no sandbox).
+    execution: str = "embedded"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from distbuild.config import Config, load_config
 from distbuild.master import protocol
 from distbuild.master.action_cache import LocalActionCache
 from distbuild.master.compile import CompileService
-from distbuild.master.runner import LocalRunner, make_runner
+from distbuild.master.runner import make_runners
 from distbuild.master.stats import Stats
 from distbuild.rustc.toolchain import ToolchainRegistry
 
@@ -36,11 +36,10 @@ class Master:
         self.cfg = cfg
         self.stats = Stats(cfg.home)
         self.cas = local_cas(cfg)
-        runner = make_runner(cfg)
-        local = runner if isinstance(runner, LocalRunner) else LocalRunner(cfg.master.jobs)
+        self.runners = make_runners(cfg)
         self.service = CompileService(
-            cas=self.cas, ac=LocalActionCache(cfg.home / "ac"), runner=runner,
-            stats=self.stats, toolchains=ToolchainRegistry(cfg.home), local=local,
+            cas=self.cas, ac=LocalActionCache(cfg.home / "ac"), runner=self.runners.primary,
+            stats=self.stats, toolchains=ToolchainRegistry(cfg.home), local=self.runners.local,
         )
         self.last_activity = time.monotonic()
         self.active = 0
@@ -144,6 +143,7 @@ def serve(cfg: Config) -> int:
     if os.path.exists(sock_path) and _same_socket_owner(cfg):
         os.unlink(sock_path)
     keeper.join(timeout=5)
+    master.runners.close()
     return 0
 
 

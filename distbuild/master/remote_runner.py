@@ -61,8 +61,10 @@ class RemoteRunner:
     """A CompileRunner that ships jobs to the scheduler at ``cfg.scheduler.addr``."""
 
     def __init__(self, cfg: Config, fallback: CompileRunner | None = None, addr: str = "",
-                 executor: str = "local", client_id: str = "", match_toolchain: bool = True):
+                 executor: str = "local", client_id: str = "", match_toolchain: bool = True,
+                 where: str = "remote"):
         self.cfg = cfg
+        self.where = where  # how stats count these runs: the embedded worker is "local"
         self.addr = addr or cfg.scheduler.addr
         self.fallback = fallback
         self.executor = executor
@@ -111,7 +113,7 @@ class RemoteRunner:
             raise
         except (DistbuildError, OSError, subprocess.SubprocessError) as e:
             raise RemoteError(f"remote execution failed: {e}") from e
-        return CompileRun(result.exit_code, stdout, stderr, "remote",
+        return CompileRun(result.exit_code, stdout, stderr, self.where,
                           worker=result.metadata.worker, duration_s=time.monotonic() - start)
 
     def _follow(self, digest: Digest) -> JobView | None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from distbuild.config import Config, cpu_count
+from distbuild.errors import ConfigError
 
 
 @dataclass
@@ -63,15 +65,28 @@ class LocalRunner:
                               duration_s=time.monotonic() - start)
 
 
-def make_runner(cfg: Config) -> CompileRunner:
-    """The runner for this configuration: remote when a scheduler is configured."""
+@dataclass
+class Runners:
+    """The runner for misses, the local runner to fall back on, and how to shut them down."""
+
+    primary: CompileRunner
+    local: LocalRunner
+    close: Callable[[], None] = lambda: None
+
+
+def make_runners(cfg: Config) -> Runners:
+    """Remote with a scheduler configured; otherwise embedded (or direct, if configured)."""
     local = LocalRunner(cfg.master.jobs)
     if cfg.scheduler.addr:
-        try:
-            from distbuild.master.remote_runner import RemoteRunner
-        except ImportError:
-            return local
-        return RemoteRunner(cfg, fallback=local,  # type: ignore[return-value]
-                            executor=cfg.scheduler.executor)
-    return local
+        from distbuild.master.remote_runner import RemoteRunner
 
+        return Runners(RemoteRunner(cfg, fallback=local, executor=cfg.scheduler.executor), local)
+    if cfg.master.execution == "direct":
+        return Runners(local, local)
+    if cfg.master.execution != "embedded":
+        raise ConfigError(f"master.execution must be 'embedded' or 'direct', "
+                          f"not {cfg.master.execution!r}")
+    from distbuild.scheduler.embedded import EmbeddedCluster
+
+    cluster = EmbeddedCluster(cfg).start()
+    return Runners(cluster.runner(fallback=local), local, cluster.stop)

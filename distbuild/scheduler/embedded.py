@@ -45,7 +45,7 @@ class EmbeddedCluster:
     def runner(self, fallback: CompileRunner | None = None) -> RemoteRunner:
         """A RemoteRunner bound to this cluster (toolchains are the local machine's own)."""
         return RemoteRunner(self.cfg, fallback=fallback, addr=self.addr, client_id="embedded",
-                            match_toolchain=False)
+                            match_toolchain=False, where="local")
 
     def stop(self) -> None:
         self.worker.stop()
