@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distbuild.cas import local_cas
 from distbuild.cas.digest import Digest, digest_file
@@ -20,8 +20,10 @@ from distbuild.cas.store import LocalCAS
 from distbuild.cli.render import print_json
 from distbuild.config import Config, load_config
 from distbuild.errors import BlobNotFound, InvalidRequest
-from distbuild.tasks.run import TaskRun
-from distbuild.tasks.task import TaskInput, WasmTask, prepare
+
+if TYPE_CHECKING:  # the task machinery (wasmtime, protobuf) loads only when a job is submitted
+    from distbuild.tasks.run import TaskRun
+    from distbuild.tasks.task import WasmTask
 
 
 def register(sub: Any) -> None:
@@ -75,6 +77,8 @@ def _module(store: LocalCAS, text: str) -> tuple[Digest, Path | None]:
 
 
 def build_task(args: argparse.Namespace, store: LocalCAS) -> tuple[WasmTask, Path | None]:
+    from distbuild.tasks.task import TaskInput, WasmTask
+
     module, module_file = _module(store, args.wasm)
     env = []
     for item in args.env:
@@ -95,6 +99,8 @@ def build_task(args: argparse.Namespace, store: LocalCAS) -> tuple[WasmTask, Pat
 
 
 def submit(args: argparse.Namespace, cfg: Config) -> tuple[TaskRun | None, dict[str, Any]]:
+    from distbuild.tasks.task import prepare
+
     """Run (or queue) the task; returns the run, or None and the queued job's JSON."""
     store = local_cas(cfg)
     task, module_file = build_task(args, store)
