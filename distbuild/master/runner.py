@@ -89,4 +89,22 @@ def make_runners(cfg: Config) -> Runners:
     from distbuild.scheduler.embedded import EmbeddedCluster
 
     cluster = EmbeddedCluster(cfg).start()
-    return Runners(cluster.runner(fallback=local), local, cluster.stop)
+    return Runners(IncrementalInPlace(cluster.runner(fallback=local), local), local, cluster.stop)
+
+
+class IncrementalInPlace:
+    """Embedded mode: a compile carrying ``-C incremental`` runs in place, the rest embedded.
+
+    Cargo asks for incremental compilation of workspace members in the dev profile. Their
+    incremental state lives in target/ and only helps in place: a sandbox would have to drop
+    it and recompile the crate from scratch, making the edit-rebuild loop slower than plain
+    Cargo. On one machine there is nothing to gain from the sandbox for them.
+    """
+
+    def __init__(self, embedded: CompileRunner, local: LocalRunner):
+        self.embedded = embedded
+        self.local = local
+
+    def run(self, job: CompileJob) -> CompileRun:
+        incremental = any(a.startswith(("incremental=", "-Cincremental=")) for a in job.argv)
+        return (self.local if incremental else self.embedded).run(job)

@@ -137,7 +137,9 @@ def test_embedded_cluster_builds_fixture(tmp_path: Path, plain_app_output: str) 
     ws = copy_workspace(tmp_path / "ws")
     db = Distbuild(tmp_path / "client-home")
     try:
-        db.cargo("build", cwd=ws)
+        # Incremental compiles (workspace members in the dev profile) run in place; without
+        # incremental every miss takes the embedded scheduler's path.
+        db.cargo("build", cwd=ws, env={"CARGO_INCREMENTAL": "0"})
         stats = db.stats()
     finally:
         db.stop()
@@ -149,3 +151,24 @@ def test_embedded_cluster_builds_fixture(tmp_path: Path, plain_app_output: str) 
     rows = state.execute("SELECT state, worker_id FROM jobs").fetchall()
     state.close()
     assert sorted(set(rows)) == [("COMPLETED", "embedded")] and len(rows) == 8, rows
+
+
+def test_embedded_keeps_incremental_compiles_in_place(tmp_path: Path,
+                                                      plain_app_output: str) -> None:
+    """Workspace members compiled with -C incremental run in place and keep their state."""
+    import sqlite3
+
+    ws = copy_workspace(tmp_path / "ws")
+    db = Distbuild(tmp_path / "client-home")
+    try:
+        db.cargo("build", cwd=ws)
+        stats = db.stats()
+    finally:
+        db.stop()
+    assert run_app(ws) == plain_app_output
+    assert stats["executed_local"] == 8, stats
+    state = sqlite3.connect(str(db.home / "embedded" / "state.db"))
+    assert state.execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
+    state.close()
+    incremental = ws / "target" / "debug" / "incremental"
+    assert len(list(incremental.iterdir())) >= 6
