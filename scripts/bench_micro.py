@@ -414,7 +414,6 @@ def _profile_master(bench: Any, tool: Tool, invs: list[Invocation], n: int) -> d
             "--output",
             str(raw),
             "--subprocesses",
-            "--idle",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -462,8 +461,9 @@ def _summarize_collapsed(raw: Path, svg: Path) -> dict[str, Any]:
             idle += count
             continue
         own[_short(leaf)] += count
-        for f in set(frames):
-            inclusive[_short(f)] += count
+        for f in {_short(f) for f in frames}:
+            if not f.endswith("(threading.py)"):  # thread plumbing: in every stack
+                inclusive[f] += count
     busy = max(1, total - idle)
     return {
         "samples": total,
