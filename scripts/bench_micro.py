@@ -297,7 +297,7 @@ def miss_overhead(
     bench: Any, tools: dict[str, Tool], invs: dict[str, list[Invocation]], k: int, reps: int
 ) -> dict[str, Any]:
     """rustc direct vs each tool on a miss, on ``k`` compilations of spread output sizes."""
-    base = invs.get("distbuild") or next(iter(invs.values()))
+    base = invs.get("distbuild") or invs.get("distbuild-direct") or next(iter(invs.values()))
     libs = sorted(
         # Plain libraries only: the one crate type every tool caches, so it measures a miss.
         (i for i in base if i.output_size() > 0 and _flag(i.argv, "--crate-type") == "lib"),
@@ -488,7 +488,7 @@ def run_micro(bench: Any, tools: dict[str, Tool]) -> dict[str, Any]:
     result: dict[str, Any] = {"hit_overhead": {}, "miss_overhead": {}, "hit_path": {}}
     bench.captured = result["captured_invocations"] = {}
     invs: dict[str, list[Invocation]] = {}
-    order = [t for t in ("floor", "sccache", "distbuild") if t in tools]
+    order = [t for t in ("floor", "sccache", "distbuild", "distbuild-direct") if t in tools]
     for name in order:
         tool = tools[name]
         try:
@@ -504,14 +504,14 @@ def run_micro(bench: Any, tools: dict[str, Tool]) -> dict[str, Any]:
                 f"  hit overhead {name}: p50 {result['hit_overhead'][name]['p50_ms']} ms,"
                 f" p99 {result['hit_overhead'][name]['p99_ms']} ms"
             )
-            if name == "distbuild":
+            if name.startswith("distbuild"):
                 result["hit_path"][name] = hit_path(
                     bench, tool, invs[name], n, result["hit_overhead"][name]
                 )
         except (BenchError, OSError, ValueError) as e:
             result["hit_overhead"][name] = {"error": str(e)}
             bench.log(f"  micro {name} FAILED: {e}")
-    miss_tools = {k: tools[k] for k in ("sccache", "distbuild") if k in invs}
+    miss_tools = {k: tools[k] for k in ("sccache", "distbuild", "distbuild-direct") if k in invs}
     if miss_tools:
         try:
             k, reps = (2, 1) if bench.args.quick else (5, 2)

@@ -23,6 +23,7 @@ TOOL_COLORS = {
     "floor": "#2ca02c",
     "sccache": "#ff7f0e",
     "distbuild": "#1f77b4",
+    "distbuild-direct": "#6baed6",
     "distributed": "#9467bd",
 }
 
@@ -98,16 +99,39 @@ def to_json(bench: Any, args: Any, host: dict[str, Any], started: dt.datetime) -
 
 
 def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    sc = {s["id"]: s for s in report["scenarios"] if s["status"] == "ok" and "wall_s" in s}
+    """The issue's targets for each cargo-distbuild variant that ran (default first)."""
+    out: list[dict[str, Any]] = []
+    for variant in ("distbuild", "distbuild-direct"):
+        if any(s["tool"] == variant for s in report["scenarios"]):
+            out += _targets_of(report, variant)
+    return out
+
+
+def _targets_of(report: dict[str, Any], v: str) -> list[dict[str, Any]]:
+    every = {s["id"]: s for s in report["scenarios"]}
+    sc = {k: s for k, s in every.items() if s["status"] == "ok" and "wall_s" in s}
+    suffix = "" if v == "distbuild" else " [execution=direct]"
     out = []
+    broken = next((s for s in every.values() if s["tool"] == v and s["status"] == "failed"), None)
 
     def add(key: str, measured: str | None, ok: bool | None) -> None:
-        desc = dict(TARGETS)[key]
-        out.append({"id": key, "target": desc, "measured": measured, "met": ok})
+        if measured is None and broken is not None:
+            first = (broken["reason"] or "").splitlines()
+            reason = first[1] if len(first) > 1 else (first[0] if first else "?")
+            measured, ok = f"{broken['id']} failed: {reason[:160]}", False
+        out.append(
+            {
+                "id": key + suffix.replace(" ", ""),
+                "target": dict(TARGETS)[key] + suffix,
+                "measured": measured,
+                "met": ok,
+            }
+        )
 
     # Compilations that fail (build-script probes of nightly features) are never cached, so
     # they "miss" on every build; the capture build counts them.
-    cap = ((report.get("micro") or {}).get("captured_invocations") or {}).get("distbuild") or {}
+    caps = (report.get("micro") or {}).get("captured_invocations") or {}
+    cap = caps.get(v) or caps.get("floor") or {}
     failing = len(cap.get("failed") or [])
 
     def misses_note(s: dict[str, Any]) -> tuple[int | None, str]:
@@ -118,7 +142,7 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             return m - failing, f"misses {m} ({failing} of them failing probes, never cached)"
         return m, f"misses {m}"
 
-    w, sw = sc.get("distbuild-warm"), sc.get("sccache-warm")
+    w, sw = sc.get(f"{v}-warm"), sc.get("sccache-warm")
     if w and sw:
         ratio = w["wall_s"] / sw["wall_s"]
         real, note = misses_note(w)
@@ -131,7 +155,7 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         add("warm_vs_sccache_warm", None, None)
-    o = sc.get("distbuild-other-path")
+    o = sc.get(f"{v}-other-path")
     if o and w:
         ratio = o["wall_s"] / w["wall_s"]
         real, note = misses_note(o)
@@ -142,7 +166,7 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         add("other_path_vs_warm", None, None)
-    c, pc = sc.get("distbuild-cold"), sc.get("cargo-clean")
+    c, pc = sc.get(f"{v}-cold"), sc.get("cargo-clean")
     if c and pc:
         ratio = c["wall_s"] / pc["wall_s"]
         add(
@@ -152,8 +176,8 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         add("cold_vs_cargo", None, None)
-    hit = (report.get("micro") or {}).get("hit_overhead", {}).get("distbuild") or {}
-    if "p50_ms" in hit:
+    hit = (report.get("micro") or {}).get("hit_overhead", {}).get(v) or {}
+    if hit.get("p50_ms") is not None:
         add(
             "hit_overhead_p50",
             f"p50 {hit['p50_ms']} ms, p99 {hit['p99_ms']} ms",
@@ -258,7 +282,7 @@ def print_table(report: dict[str, Any]) -> None:
             )
         console.print(m)
     miss = micro.get("miss_overhead") or {}
-    for tool in ("sccache", "distbuild"):
+    for tool in ("sccache", "distbuild", "distbuild-direct"):
         if tool in miss:
             x = miss[tool]
             console.print(
@@ -266,17 +290,16 @@ def print_table(report: dict[str, Any]) -> None:
                 f"compilation ({x['median_ratio']}x rustc direct) over "
                 f"{x['compilations']} compilations"
             )
-    path = (micro.get("hit_path") or {}).get("distbuild")
-    if path:
+    for variant, path in (micro.get("hit_path") or {}).items():
         console.print(
-            f"hit path: spawn {path.get('spawn_true_ms')} ms, interpreter "
+            f"hit path {variant}: spawn {path.get('spawn_true_ms')} ms, interpreter "
             f"{path.get('interpreter_start_ms')} ms, shim import {path.get('shim_import_ms')} ms,"
             f" rest (master round trip + restore) {path.get('rest_of_hit_ms')} ms"
         )
         prof = path.get("profile") or {}
         if prof.get("top_inclusive"):
             console.print(
-                "master profile (inclusive % of busy samples): "
+                f"master profile {variant} (inclusive % of busy samples): "
                 + "; ".join(f"{f} {p}%" for f, p in prof["top_inclusive"][:8])
             )
     tt = Table(title="targets")
@@ -454,7 +477,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
                 f"{fit.get('fixed_ms', '-')} + {fit.get('ms_per_mb', '-')}/MB |"
             )
     miss = micro.get("miss_overhead") or {}
-    for tool in ("sccache", "distbuild"):
+    for tool in ("sccache", "distbuild", "distbuild-direct"):
         if tool in miss:
             x = miss[tool]
             lines.append("")
@@ -463,11 +486,10 @@ def markdown_summary(report: dict[str, Any]) -> str:
                 f"{x['median_ratio']}x rustc run directly (median over {x['compilations']} "
                 "library compilations)."
             )
-    path = (micro.get("hit_path") or {}).get("distbuild")
-    if path:
+    for variant, path in (micro.get("hit_path") or {}).items():
         lines.append("")
         lines.append(
-            f"Hit path of cargo-distbuild (p50): process spawn {path.get('spawn_true_ms')} ms, "
+            f"Hit path of {variant} (p50): process spawn {path.get('spawn_true_ms')} ms, "
             f"interpreter start {path.get('interpreter_start_ms')} ms, shim import "
             f"{path.get('shim_import_ms')} ms, rest (master round trip + restore) "
             f"{path.get('rest_of_hit_ms')} ms."
@@ -475,7 +497,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
         prof = path.get("profile") or {}
         if prof.get("top_own"):
             lines.append(
-                "Master profile, own time (% of busy samples): "
+                f"Master profile ({variant}), own time (% of busy samples): "
                 + ", ".join(f"`{f}` {p}%" for f, p in prof["top_own"][:6])
                 + "."
             )

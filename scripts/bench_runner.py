@@ -21,6 +21,7 @@ from bench_tools import (
     BENCH_VENV_BIN,
     ROOT,
     Distbuild,
+    DistbuildDirect,
     Distributed,
     Floor,
     Sccache,
@@ -28,7 +29,8 @@ from bench_tools import (
     stats_delta,
 )
 
-ALL_TOOLS = ("cargo", "floor", "sccache", "distbuild", "distributed")
+ALL_TOOLS = ("cargo", "floor", "sccache", "distbuild", "distbuild-direct", "distributed")
+DISTBUILDS = ("distbuild", "distbuild-direct")  # the default configuration, then direct
 
 
 @dataclass
@@ -243,6 +245,31 @@ class Bench:
                 )
         self.restore_member()
 
+    def warm_distbuild(self, db: Tool) -> None:
+        """One warm round of a cargo-distbuild variant: after clean, at another path, restarted."""
+        n, label = db.name, db.label
+        self.from_clean(db, f"{n}-warm", "warm", f"{label}: warm cache after cargo clean")
+        self.from_clean(
+            db,
+            f"{n}-other-path",
+            "other-path",
+            f"{label}: warm cache, copy at another path",
+            ws=self.ws_b,
+        )
+
+        def restarted(sc: Scenario) -> None:
+            self.clean(self.ws_a)
+            db.stop_master()  # type: ignore[attr-defined]
+            self.measure(sc, db, self.ws_a)
+
+        self.step(
+            db,
+            f"{n}-restarted",
+            "restarted",
+            f"{label}: warm cache, master restarted, cargo clean",
+            restarted,
+        )
+
     # -- the whole run ---------------------------------------------------------------------
 
     def run(self) -> None:
@@ -254,6 +281,7 @@ class Bench:
             "floor": Floor(self.scratch),
             "sccache": Sccache(self.scratch),
             "distbuild": Distbuild(self.scratch),
+            "distbuild-direct": DistbuildDirect(self.scratch),
             "distributed": Distributed(self.scratch),
         }
         live: dict[str, Tool] = {}
@@ -294,7 +322,8 @@ class Bench:
                         "floor: recording run (plain compile + store outputs)",
                     )
                     floor.mode = "replay"  # type: ignore[attr-defined]
-                for name, label in (("sccache", "sccache"), ("distbuild", "cargo-distbuild")):
+                for name in ("sccache", *DISTBUILDS):
+                    label = tools[name].label
                     if (
                         name in live
                         and self.from_clean(
@@ -339,34 +368,9 @@ class Bench:
                         "warm",
                         "sccache: warm cache after cargo clean",
                     )
-                if "distbuild" in live:
-                    db = live["distbuild"]
-                    self.from_clean(
-                        db,
-                        "distbuild-warm",
-                        "warm",
-                        "cargo-distbuild: warm cache after cargo clean",
-                    )
-                    self.from_clean(
-                        db,
-                        "distbuild-other-path",
-                        "other-path",
-                        "cargo-distbuild: warm cache, copy at another path",
-                        ws=self.ws_b,
-                    )
-
-                    def restarted(sc: Scenario, db: Tool = db) -> None:
-                        self.clean(self.ws_a)
-                        db.stop_master()  # type: ignore[attr-defined]
-                        self.measure(sc, db, self.ws_a)
-
-                    self.step(
-                        db,
-                        "distbuild-restarted",
-                        "restarted",
-                        "cargo-distbuild: warm cache, master restarted, cargo clean",
-                        restarted,
-                    )
+                for name in DISTBUILDS:
+                    if name in live:
+                        self.warm_distbuild(live[name])
             if not self.args.no_micro:
                 from bench_micro import run_micro
 

@@ -296,6 +296,17 @@ class Distbuild(Tool):
             return None
 
 
+class DistbuildDirect(Distbuild):
+    """cargo-distbuild with ``[master] execution = "direct"``: misses run rustc in place."""
+
+    name = "distbuild-direct"
+    label = "cargo-distbuild (execution=direct)"
+
+    def start(self) -> None:
+        super().start()
+        (self.home / "config.toml").write_text('[master]\nexecution = "direct"\n')
+
+
 class Distributed(Distbuild):
     """cargo-distbuild with a local scheduler and two workers (each with its own home)."""
 
