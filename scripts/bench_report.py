@@ -110,7 +110,7 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 def _targets_of(report: dict[str, Any], v: str) -> list[dict[str, Any]]:
     every = {s["id"]: s for s in report["scenarios"]}
     sc = {k: s for k, s in every.items() if s["status"] == "ok" and "wall_s" in s}
-    suffix = "" if v == "distbuild" else " [execution=direct]"
+    prefix = "" if v == "distbuild" else "[execution=direct] "
     out = []
     broken = next((s for s in every.values() if s["tool"] == v and s["status"] == "failed"), None)
 
@@ -121,8 +121,8 @@ def _targets_of(report: dict[str, Any], v: str) -> list[dict[str, Any]]:
             measured, ok = f"{broken['id']} failed: {reason[:160]}", False
         out.append(
             {
-                "id": key + suffix.replace(" ", ""),
-                "target": dict(TARGETS)[key] + suffix,
+                "id": key + ("" if v == "distbuild" else "[direct]"),
+                "target": prefix + dict(TARGETS)[key],
                 "measured": measured,
                 "met": ok,
             }
