@@ -6,8 +6,6 @@ the message limit, large ones through ByteStream. Downloads verify every blob's 
 
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from distbuild.cas.digest import CHUNK, Digest, digest_bytes, digest_file
 from distbuild.cas.store import BlobInfo, LocalCAS
 from distbuild.config import Config
 from distbuild.errors import BlobNotFound, CorruptBlob
+from distbuild.fsutil import write_atomic
 from distbuild.rpc import convert
 from distbuild.rpc.server import BATCH_LIMIT, STREAM_CHUNK, make_channel
 from distbuild.rpc.status import error_from_rpc
@@ -178,21 +177,9 @@ class RemoteCAS:
         raise BlobNotFound(f"blob {digest} is not in the CAS at {self.addr}")
 
     def copy_to(self, digest: Digest, dest: str | Path, mode: int = 0o644) -> None:
-        dest = Path(dest)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                if digest.size > BATCH_LIMIT:
-                    for chunk in self._read_stream(digest):
-                        out.write(chunk)
-                else:
-                    out.write(self.get_bytes(digest))
-            os.chmod(tmp, mode)
-            os.replace(tmp, dest)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        chunks = (self._read_stream(digest) if digest.size > BATCH_LIMIT
+                  else [self.get_bytes(digest)])
+        write_atomic(dest, chunks, mode)
 
     def fetch_into(self, digests: Iterable[Digest], cache: LocalCAS) -> int:
         """Copy into ``cache`` the blobs it lacks; returns how many were fetched."""

@@ -15,13 +15,13 @@ import grpc
 
 from distbuild._proto.v1 import remote_execution_pb2 as re_pb
 from distbuild._proto.v1 import remote_execution_pb2_grpc as re_grpc
+from distbuild.cas.action_cache import ActionCache
 from distbuild.cas.digest import Digest, digest_bytes
 from distbuild.cas.store import BlobInfo, LocalCAS
 from distbuild.errors import BlobNotFound, BlobTooLarge, CorruptBlob, InvalidDigest, InvalidRequest
 from distbuild.rpc import convert
 from distbuild.rpc.server import STREAM_CHUNK
 from distbuild.rpc.status import guarded, status_pair
-from distbuild.scheduler.action_cache import ActionCacheStore
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class ByteStreamServicer(re_grpc.ByteStreamServicer):
 
 
 class ActionCacheServicer(re_grpc.ActionCacheServicer):
-    def __init__(self, store: ActionCacheStore):
+    def __init__(self, store: ActionCache):
         self.store = store
 
     @guarded
@@ -232,7 +232,7 @@ class ActionCacheServicer(re_grpc.ActionCacheServicer):
         return request.action_result
 
 
-def add_storage_services(server: grpc.Server, cas: LocalCAS, ac: ActionCacheStore) -> CasFrontend:
+def add_storage_services(server: grpc.Server, cas: LocalCAS, ac: ActionCache) -> CasFrontend:
     """Register the CAS, ByteStream and action cache servicers on ``server``."""
     frontend = CasFrontend(cas)
     re_grpc.add_ContentAddressableStorageServicer_to_server(CasServicer(frontend), server)

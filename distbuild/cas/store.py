@@ -23,6 +23,7 @@ import blake3
 
 from distbuild.cas.digest import CHUNK, Digest, digest_bytes
 from distbuild.errors import BlobNotFound, CorruptBlob
+from distbuild.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -189,18 +190,7 @@ class LocalCAS:
 
     def copy_to(self, digest: Digest, dest: str | Path, mode: int = 0o644) -> None:
         """Write a verified copy of a blob to ``dest`` atomically (temp file + rename)."""
-        dest = Path(dest)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in self.open_verified(digest):
-                    out.write(chunk)
-            os.chmod(tmp, mode)
-            os.replace(tmp, dest)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(dest, self.open_verified(digest), mode)
 
     # -- maintenance -----------------------------------------------------------------------
     def list(self) -> Iterator[BlobInfo]:

@@ -12,11 +12,13 @@ import time
 from dataclasses import dataclass, field
 
 from distbuild.actions import ActionResult, ExecutionMetadata, OutputFile
+from distbuild.cas.action_cache import ActionCache
 from distbuild.cas.digest import Digest
 from distbuild.cas.store import LocalCAS
 from distbuild.errors import BlobNotFound, CorruptBlob, RemoteError
-from distbuild.master.action_cache import ActionCache, load_manifests, record_manifest
+from distbuild.fsutil import write_atomic
 from distbuild.master.filehash import FileHasher
+from distbuild.master.manifests import load_manifests, record_manifest
 from distbuild.master.runner import CompileJob, CompileRun, CompileRunner, LocalRunner
 from distbuild.master.stats import Stats
 from distbuild.rustc import args as rargs
@@ -148,7 +150,7 @@ class CompileService:
                     text = paths.denormalize_bytes(self.cas.get_bytes(out.digest))
                     if text is None:
                         return None
-                    _write_atomic(dest, text, mode)
+                    write_atomic(dest, [text], mode)
                 else:
                     self.cas.copy_to(out.digest, dest, mode)
                     self.hasher.prime(dest, out.digest.hash)
@@ -285,14 +287,6 @@ def _with_observed(comp: rargs.Compilation, predicted: list[str], since_ns: int)
             except OSError:
                 continue
     return sorted(found)
-
-
-def _write_atomic(dest: str, data: bytes, mode: int) -> None:
-    tmp = f"{dest}.distbuild-tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, dest)
 
 
 def _unlink(path: str) -> None:

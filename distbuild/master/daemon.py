@@ -19,9 +19,9 @@ import threading
 import time
 
 from distbuild.cas import local_cas
+from distbuild.cas.action_cache import ActionCache
 from distbuild.config import Config, load_config
 from distbuild.master import protocol
-from distbuild.master.action_cache import LocalActionCache
 from distbuild.master.compile import CompileService
 from distbuild.master.runner import make_runners
 from distbuild.master.stats import Stats
@@ -38,8 +38,9 @@ class Master:
         self.cas = local_cas(cfg)
         self.runners = make_runners(cfg)
         self.service = CompileService(
-            cas=self.cas, ac=LocalActionCache(cfg.home / "ac"), runner=self.runners.primary,
-            stats=self.stats, toolchains=ToolchainRegistry(cfg.home), local=self.runners.local,
+            cas=self.cas, ac=ActionCache(cfg.home / "ac", self.cas),
+            runner=self.runners.primary, local=self.runners.local, stats=self.stats,
+            toolchains=ToolchainRegistry(cfg.home),
         )
         self.last_activity = time.monotonic()
         self.active = 0

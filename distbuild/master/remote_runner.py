@@ -35,6 +35,7 @@ from distbuild.cas.digest import Digest, digest_file
 from distbuild.cas.remote import RemoteCAS
 from distbuild.config import Config
 from distbuild.errors import DistbuildError, JobFailed, NoSuitableWorker, RemoteError, Unavailable
+from distbuild.fsutil import write_atomic
 from distbuild.master.runner import CompileJob, CompileRun, CompileRunner
 from distbuild.rpc.server import BATCH_LIMIT, make_channel
 from distbuild.rustc.depinfo import parse_dep_info
@@ -226,7 +227,7 @@ class RemoteRunner:
                 small.setdefault(f.digest, []).append((dest, mode, dest.endswith(".d")))
         for digest, data in self.cas.get_many(small):
             for dest, mode, is_dep_info in small[digest]:
-                _write(dest, _unplace(data) if is_dep_info else data, mode)
+                write_atomic(dest, [_unplace(data) if is_dep_info else data], mode)
 
     def _text(self, digest: Digest | None) -> bytes:
         return b"" if digest is None else _unplace(self.cas.get_bytes(digest))
@@ -333,16 +334,3 @@ def _substituter(prefixes: set[str]) -> Callable[[str], str]:
 def _unplace(data: bytes) -> bytes:
     """Sandbox placeholders -> the original absolute paths (the tree mirrors them at '/')."""
     return data.replace(SANDBOX_ROOT.encode() + b"/", b"/").replace(SANDBOX_ROOT.encode(), b"/")
-
-
-def _write(dest: str, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix=f".{os.path.basename(dest)}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

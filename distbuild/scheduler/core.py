@@ -27,13 +27,13 @@ from collections import deque
 from collections.abc import Callable
 
 from distbuild.actions import ActionResult
+from distbuild.cas.action_cache import ActionCache
 from distbuild.cas.digest import Digest
 from distbuild.cas.store import LocalCAS
 from distbuild.config import SchedulerConfig
 from distbuild.errors import NoSuitableWorker, UnknownJob
 from distbuild.rpc.convert import decode_action
 from distbuild.scheduler import affinity
-from distbuild.scheduler.action_cache import ActionCacheStore
 from distbuild.scheduler.fair_queue import FairQueue
 from distbuild.scheduler.model import (
     ALIVE,
@@ -55,7 +55,7 @@ FLUSH_INTERVAL = 0.01
 
 
 class Scheduler:
-    def __init__(self, cfg: SchedulerConfig, db: StateDB, cas: LocalCAS, ac: ActionCacheStore,
+    def __init__(self, cfg: SchedulerConfig, db: StateDB, cas: LocalCAS, ac: ActionCache,
                  clock: Callable[[], float] = time.time):
         self.cfg = cfg
         self.db = db

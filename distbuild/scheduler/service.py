@@ -18,13 +18,13 @@ from distbuild import __version__
 from distbuild._proto.v1 import remote_execution_pb2 as re_pb
 from distbuild._proto.v1 import scheduler_pb2 as pb
 from distbuild._proto.v1 import scheduler_pb2_grpc as pb_grpc
+from distbuild.cas.action_cache import ActionCache
 from distbuild.cas.service import add_storage_services
 from distbuild.cas.store import LocalCAS
 from distbuild.config import Config
 from distbuild.rpc import convert
 from distbuild.rpc.server import bind, make_server
 from distbuild.rpc.status import guarded
-from distbuild.scheduler.action_cache import ActionCacheStore
 from distbuild.scheduler.core import Scheduler
 from distbuild.scheduler.model import Job, WorkerInfo
 from distbuild.scheduler.persistence import StateDB
@@ -186,7 +186,7 @@ class SchedulerServer:
         self.cfg = cfg
         self.data_dir = data_dir or cfg.home / "scheduler"
         self.cas = cas or LocalCAS(self.data_dir / "cas", cfg.cache.max_size, cfg.cache.gc_target)
-        self.ac = ActionCacheStore(self.data_dir / "ac", self.cas)
+        self.ac = ActionCache(self.data_dir / "ac", self.cas)
         self.db = StateDB(self.data_dir / "state.db")
         self.core = Scheduler(cfg.scheduler, self.db, self.cas, self.ac)
         # Every worker's lease long-poll and every followed job hold a thread while they wait.

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from distbuild.actions import Action, ActionResult, OutputFile
+from distbuild.cas.action_cache import ActionCache
 from distbuild.cas.digest import Digest, digest_bytes
 from distbuild.cas.store import LocalCAS
 from distbuild.config import SchedulerConfig
 from distbuild.errors import NoSuitableWorker
 from distbuild.rpc.convert import encode_action
-from distbuild.scheduler.action_cache import ActionCacheStore
 from distbuild.scheduler.core import Scheduler
 from distbuild.scheduler.persistence import StateDB
 
@@ -38,7 +38,7 @@ class Env:
 
     def new(self) -> Scheduler:
         return Scheduler(CFG, StateDB(self.root / "state.db"), self.cas,
-                         ActionCacheStore(self.root / "ac", self.cas), clock=self.clock)
+                         ActionCache(self.root / "ac", self.cas), clock=self.clock)
 
     def action(self, platform: tuple[tuple[str, str], ...] = LOCAL, timeout: float = 0.0,
                do_not_cache: bool = False) -> Digest:

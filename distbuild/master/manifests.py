@@ -1,4 +1,4 @@
-"""The action cache: key -> ActionResult, and key -> recorded input manifests.
+"""Input manifests recorded per direct key, kept in the action cache.
 
 Manifests are stored REAPI-style as an ActionResult whose single output file
 ``distbuild-manifests.json`` is a CAS blob, so a remote action cache can share them too.
@@ -7,53 +7,15 @@ Manifests are stored REAPI-style as an ActionResult whose single output file
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from pathlib import Path
-from typing import Protocol
 
 from distbuild.actions import ActionResult, OutputFile
+from distbuild.cas.action_cache import ActionCache
 from distbuild.cas.store import BlobStore
 from distbuild.errors import CasError
 from distbuild.rustc.key import Manifest
 
 MANIFEST_FILE = "distbuild-manifests.json"
 MAX_MANIFESTS = 8  # per direct key; the oldest is dropped first
-
-
-class ActionCache(Protocol):
-    def get(self, key: str) -> ActionResult | None: ...
-
-    def put(self, key: str, result: ActionResult) -> None: ...
-
-
-class LocalActionCache:
-    """Action results as small JSON files: ``<root>/<key[:2]>/<key>``."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / key
-
-    def get(self, key: str) -> ActionResult | None:
-        try:
-            data = self._path(key).read_bytes()
-        except OSError:
-            return None
-        try:
-            return ActionResult.from_json(data)
-        except (ValueError, KeyError, TypeError):
-            return None  # a damaged entry is a miss; the next store replaces it
-
-    def put(self, key: str, result: ActionResult) -> None:
-        path = self._path(key)
-        path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".put-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(result.to_json())
-        os.replace(tmp, path)
 
 
 def load_manifests(ac: ActionCache, cas: BlobStore, direct_key: str) -> list[Manifest]:

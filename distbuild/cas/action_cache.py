@@ -1,14 +1,13 @@
-"""The action cache: action digest -> ActionResult, next to a CAS that holds the outputs.
+"""The action cache: key -> ActionResult, next to a CAS that holds the outputs.
 
-An entry is only served while every blob it names is still in the CAS (so an evicted output
-turns the entry into a miss instead of a broken download). Entries are small JSON files
-written atomically.
+Keys are lowercase hex: an Action's digest hash (the scheduler, REAPI's meaning) or a cache
+key computed by the master. An entry is only served while every blob it names is still in
+the CAS (so an evicted output turns the entry into a miss instead of a broken download).
+Entries are small JSON files written atomically.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -16,9 +15,10 @@ from distbuild.actions import ActionResult
 from distbuild.cas.digest import Digest
 from distbuild.cas.store import LocalCAS
 from distbuild.errors import InvalidRequest
+from distbuild.fsutil import write_atomic
 
 
-class ActionCacheStore:
+class ActionCache:
     def __init__(self, root: str | Path, cas: LocalCAS):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -27,13 +27,14 @@ class ActionCacheStore:
         self.hits = 0
         self.misses = 0
 
-    def _path(self, action: Digest) -> Path:
-        return self.root / action.hash[:2] / action.hash
+    def _path(self, key: Digest | str) -> Path:
+        hex_key = key.hash if isinstance(key, Digest) else key
+        return self.root / hex_key[:2] / hex_key
 
-    def get(self, action: Digest) -> ActionResult | None:
+    def get(self, key: Digest | str) -> ActionResult | None:
         """The cached result, or None on a miss (no entry, or an output blob is gone)."""
         try:
-            result = ActionResult.from_json(self._path(action).read_bytes())
+            result = ActionResult.from_json(self._path(key).read_bytes())
         except (OSError, ValueError, KeyError, TypeError):
             result = None
         if result is not None and self.cas.find_missing(_blobs(result)):
@@ -45,18 +46,15 @@ class ActionCacheStore:
                 self.hits += 1
         return result
 
-    def put(self, action: Digest, result: ActionResult) -> None:
+    def put(self, key: Digest | str, result: ActionResult) -> None:
         """Record ``result``; every blob it names must already be in the CAS."""
         missing = self.cas.find_missing(_blobs(result))
         if missing:
             raise InvalidRequest(
                 f"action result names {len(missing)} blob(s) the CAS lacks, e.g. {missing[0]}")
-        path = self._path(action)
+        path = self._path(key)
         path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ac-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(result.to_json())
-        os.replace(tmp, path)
+        write_atomic(path, [result.to_json()])
 
 
 def _blobs(result: ActionResult) -> list[Digest]:
