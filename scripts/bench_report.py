@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -320,7 +321,13 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    rows = [s for s in report["scenarios"] if s["status"] == "ok" and "wall_s" in s]
+    # Failed scenarios stay in the chart (an empty bar and the reason): a build that breaks is
+    # the most important thing to see.
+    rows = [
+        s
+        for s in report["scenarios"]
+        if (s["status"] == "ok" and "wall_s" in s) or s["status"] == "failed"
+    ]
     # The hit panel shows hits only (sccache refuses some invocations; those are no hit).
     hits = {
         k: v.get("hits_only") or v
@@ -332,10 +339,10 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     )
     ax = axes[0]
     ys = list(range(len(rows)))[::-1]
-    walls = [s["wall_s"] for s in rows]
+    walls = [s.get("wall_s", 0.0) for s in rows]
     err = [
-        [s["wall_s"] - s["wall_min_s"] for s in rows],
-        [s["wall_max_s"] - s["wall_s"] for s in rows],
+        [s["wall_s"] - s["wall_min_s"] if "wall_s" in s else 0 for s in rows],
+        [s["wall_max_s"] - s["wall_s"] if "wall_s" in s else 0 for s in rows],
     ]
     ax.barh(
         ys,
@@ -348,13 +355,19 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     ax.set_yticks(ys, [s["id"] for s in rows])
     top = max(walls) if walls else 1
     for y, s in zip(ys, rows, strict=True):
+        if s["status"] == "failed":
+            lines = (s.get("reason") or "").splitlines()
+            why = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+            why = re.sub(r"/\S*?/registry/src/[^/]+/", ".../", why)
+            ax.text(top * 0.01, y, f"FAILED: {why[:110]}", va="center", fontsize=7, color="#c00000")
+            continue
         note = f" {s['wall_s']:.2f} s"
         if s.get("cache_hits") is not None:
             note += f"  hits {s['cache_hits']}/miss {s.get('cache_misses')}"
         if s.get("ratio_sccache") is not None and s["tool"] != "sccache":
             note += f"  {s['ratio_sccache']:.2f}x sccache"
-        ax.text(s["wall_s"] + top * 0.01, y, note, va="center", fontsize=8)
-    by_id = {s["id"]: s for s in rows}
+        ax.text(s["wall_max_s"] + top * 0.01, y, note, va="center", fontsize=8)
+    by_id = {s["id"]: s for s in rows if "wall_s" in s}
     if "sccache-warm" in by_id:
         x = 0.5 * by_id["sccache-warm"]["wall_s"]
         ax.axvline(
@@ -403,10 +416,13 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
             ax2.text(x + 0.2, b, f"{b:.0f}", ha="center", va="bottom", fontsize=8)
         ax2.axhline(15, ls="--", color=TOOL_COLORS["distbuild"], lw=1, label="target p50 15 ms")
         ax2.set_xticks(list(xs), names)
-        ax2.legend(fontsize=8, title="left bar p50, right bar p99", title_fontsize=7)
+        ax2.legend(
+            fontsize=8, title="left bar p50, right bar p99", title_fontsize=7, loc="upper left"
+        )
     else:
         ax2.text(0.5, 0.5, "no micro-benchmark", ha="center", transform=ax2.transAxes)
-    ax2.set_ylabel("ms per rustc invocation")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("ms per rustc invocation (log scale)")
     ax2.set_title("Cost of one cached compile (hit)")
     ax2.grid(axis="y", alpha=0.3)
     fig.text(
