@@ -138,7 +138,8 @@ class RemoteRunner:
         scan = _scan_args(args, job.cwd)
         outputs = [os.path.normpath(os.path.join(job.cwd, o)) for o in job.outputs]
         outputs += scan.emitted
-        sources = job.inputs if job.inputs is not None else self._probe_sources(job)
+        sources, via_dirs = ((job.inputs, []) if job.inputs is not None
+                             else self._probe_sources(job))
         files: set[str] = set(sources) | set(scan.files)
         for d in scan.lib_dirs:
             files.update(_loadable(d))
@@ -169,7 +170,7 @@ class RemoteRunner:
                     ("toolchain", str(shipped.toolchain.digest) if shipped
                      else self._toolchain(rustc) if self.match_toolchain else ""))
         out_map = {o.lstrip("/"): o for o in outputs}
-        dirs = tuple(sorted({d.lstrip("/") for d in scan.out_dirs}))
+        dirs = tuple(sorted({d.lstrip("/") for d in [*scan.out_dirs, *via_dirs]}))
         prepared = prepare_action(
             argv, inputs, output_paths=tuple(out_map), env=env,
             working_directory=os.path.normpath(job.cwd).lstrip("/"),
@@ -179,8 +180,9 @@ class RemoteRunner:
             prepared.blobs.update(shipped.blobs)
         return prepared, out_map
 
-    def _probe_sources(self, job: CompileJob) -> list[str]:
-        """Run rustc with only ``--emit=dep-info`` to learn which sources it reads."""
+    def _probe_sources(self, job: CompileJob) -> tuple[list[str], list[str]]:
+        """Run rustc with only ``--emit=dep-info`` to learn which sources it reads (and the
+        directories their paths pass through)."""
         with tempfile.TemporaryDirectory(prefix="distbuild-probe-") as tmp:
             dep = os.path.join(tmp, "probe.d")
             argv = [job.argv[0], *_probe_args(job.argv[1:]), f"--emit=dep-info={dep}",
@@ -193,7 +195,8 @@ class RemoteRunner:
                 raise RemoteError("the dep-info probe failed (compiling locally): "
                                   + proc.stderr.decode(errors="replace")[-500:])
             with open(dep, encoding="utf-8", errors="surrogateescape") as f:
-                return parse_dep_info(f.read(), job.cwd).sources
+                info = parse_dep_info(f.read(), job.cwd)
+            return info.sources, info.via_dirs
 
     def _digest(self, path: str) -> Digest:
         st = os.stat(path)

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 class DepInfo:
     sources: list[str] = field(default_factory=list)  # absolute paths, in rustc's order
     env_deps: list[tuple[str, str | None]] = field(default_factory=list)  # (name, value)
+    # Directories a source path walks through before a ".." (``a/b/../c.rs`` needs ``a/b``):
+    # a sandbox must create them or rustc cannot resolve the path as written.
+    via_dirs: list[str] = field(default_factory=list)
 
 
 def _unescape(token: str) -> str:
@@ -51,12 +54,18 @@ def parse_dep_info(text: str, cwd: str) -> DepInfo:
             continue
         target, sep, deps = line.partition(": ")
         if not sep:
-            if line.endswith(":"):
-                continue
             continue
         seen_rule = True
-        info.sources = [os.path.normpath(os.path.join(cwd, p)) for p in _split_paths(deps)]
+        raw = [os.path.join(cwd, p) for p in _split_paths(deps)]
+        info.sources = [os.path.normpath(p) for p in raw]
+        info.via_dirs = sorted({d for p in raw if "/../" in p for d in _dirs_before_dotdot(p)})
     return info
+
+
+def _dirs_before_dotdot(path: str) -> list[str]:
+    parts = path.split("/")
+    return [os.path.normpath("/".join(parts[:i])) for i, part in enumerate(parts)
+            if part == ".." and i > 0]
 
 
 def _unescape_env(value: str) -> str:

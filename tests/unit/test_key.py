@@ -101,6 +101,14 @@ def test_parse_dep_info(tmp_path: Path) -> None:
     info = parse_dep_info(text, "/ws")
     assert info.sources == ["/ws/src/main.rs", "/abs/gen file.rs"]
     assert info.env_deps == [("OUT_DIR", "/o/out"), ("UNSET_VAR", None)]
+    assert info.via_dirs == []
+
+
+def test_dep_info_dotdot_paths_name_the_directories_they_cross() -> None:
+    """``a/b/../../c/x.rs`` is a source at ``c/x.rs`` that also needs ``a/b`` to exist."""
+    info = parse_dep_info("/o/x.d: src/a/b/../../c/x.rs src/y.rs\n", "/ws")
+    assert info.sources == ["/ws/src/c/x.rs", "/ws/src/y.rs"]
+    assert info.via_dirs == ["/ws/src/a", "/ws/src/a/b"]
 
 
 PINNED = "fe3e1ab94a981bd886918300eea81b777bfa1c6579aadb85fe2e48ee12c677bc"
