@@ -7,11 +7,13 @@ the shim runs rustc itself (exec, so Cargo's jobserver descriptors and stdin sta
 counts a fallback. ``DISTBUILD_DISABLE=1`` bypasses everything.
 
 Standard library only, and as little of it as possible: this runs once per rustc invocation
-and its start-up time is the floor of every cache hit. The wire format is documented in
+and its start-up time is the floor of every cache hit. It uses the built-in ``posix`` module
+rather than ``os`` (whose import alone costs about a millisecond under ``python -S``) and
+``_socket`` rather than ``socket``. The wire format is documented in
 distbuild/master/protocol.py.
 """
 
-import os
+import posix
 import sys
 
 try:
@@ -23,31 +25,46 @@ except ImportError:  # pragma: no cover - non-CPython
 
 CONNECT_WAIT_S = 10.0  # how long to wait for an auto-started master (DISTBUILD_CONNECT_WAIT)
 CONNECT_POLL_S = 0.02
+_ENV = posix.environ  # bytes -> bytes
+
+
+def _getenv(name, default=""):
+    value = _ENV.get(name.encode())
+    return default if value is None else value.decode("utf-8", "surrogateescape")
 
 
 def _home():
-    home = os.environ.get("DISTBUILD_HOME")
-    if home:
-        return os.path.abspath(os.path.expanduser(home))
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return os.path.join(cache, "cargo-distbuild")
+    home = _getenv("DISTBUILD_HOME")
+    if not home:
+        cache = _getenv("XDG_CACHE_HOME") or _getenv("HOME", "/") + "/.cache"
+        home = cache + "/cargo-distbuild"
+    if home.startswith("~"):
+        home = _getenv("HOME", "/") + home[1:]
+    if not home.startswith("/"):
+        home = posix.getcwd() + "/" + home
+    return home
 
 
 def _exec_rustc(argv):
-    try:
-        os.execvp(argv[0], argv)
-    except OSError as e:
-        os.write(2, ("distbuild-wrap: cannot run " + argv[0] + ": " + str(e) + "\n").encode())
-        os._exit(127)
+    program = argv[0]
+    candidates = [program] if "/" in program else [
+        d + "/" + program for d in _getenv("PATH", "/usr/bin:/bin").split(":") if d]
+    for candidate in candidates:
+        try:
+            posix.execv(candidate, argv)
+        except OSError:
+            continue
+    posix.write(2, ("distbuild-wrap: cannot run " + program + "\n").encode())
+    posix._exit(127)
 
 
 def _fallback(home, argv):
     """Count the fallback (one byte appended to <home>/fallbacks) and run rustc."""
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        fd = os.open(os.path.join(home, "fallbacks"), flags, 0o644)
-        os.write(fd, b"f")
-        os.close(fd)
+        flags = posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND
+        fd = posix.open(home + "/fallbacks", flags, 0o644)
+        posix.write(fd, b"f")
+        posix.close(fd)
     except OSError:
         pass
     _exec_rustc(argv)
@@ -63,29 +80,39 @@ def _connect(path):
     return s
 
 
+def _makedirs(path):
+    parts = path.split("/")
+    for i in range(2, len(parts) + 1):
+        try:
+            posix.mkdir("/".join(parts[:i]), 0o755)
+        except OSError:
+            pass
+
+
 def _start_master(home):
     """Start the daemon detached from Cargo (new session, no inherited descriptors)."""
-    os.makedirs(home, exist_ok=True)
-    pid = os.fork()
+    _makedirs(home)
+    pid = posix.fork()
     if pid == 0:
         try:
-            os.setsid()
-            if os.fork() != 0:
-                os._exit(0)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-            log = os.open(os.path.join(home, "master.log"), flags, 0o644)
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            os.closerange(3, 65536)
-            build_vars = ("CARGO_", "RUSTC", "OUT_DIR", "RUST_", "MAKEFLAGS", "MFLAGS")
-            env = {k: v for k, v in os.environ.items() if not k.startswith(build_vars)}
-            python = os.environ.get("DISTBUILD_PYTHON") or sys.executable
-            os.execve(python, [python, "-m", "distbuild.master.daemon"], env)
+            posix.setsid()
+            if posix.fork() != 0:
+                posix._exit(0)
+            flags = posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND
+            log = posix.open(home + "/master.log", flags, 0o644)
+            null = posix.open("/dev/null", posix.O_RDONLY)
+            posix.dup2(null, 0)
+            posix.dup2(log, 1)
+            posix.dup2(log, 2)
+            posix.closerange(3, 65536)
+            posix.chdir("/")
+            build_vars = (b"CARGO_", b"RUSTC", b"OUT_DIR", b"RUST_", b"MAKEFLAGS", b"MFLAGS")
+            env = {k: v for k, v in _ENV.items() if not k.startswith(build_vars)}
+            python = _getenv("DISTBUILD_PYTHON") or sys.executable
+            posix.execve(python, [python, "-m", "distbuild.master.daemon"], env)
         finally:
-            os._exit(127)
-    os.waitpid(pid, 0)
+            posix._exit(127)
+    posix.waitpid(pid, 0)
 
 
 def _recv_exact(s, n):
@@ -100,10 +127,9 @@ def _recv_exact(s, n):
 
 
 def _request(s, argv):
-    environ = os.environb
-    fields = [b"C", os.getcwdb(), str(len(argv)).encode()]
-    fields += [os.fsencode(a) for a in argv]
-    fields += [k + b"=" + v for k, v in environ.items()]
+    fields = [b"C", posix.getcwdb(), str(len(argv)).encode()]
+    fields += [a.encode("utf-8", "surrogateescape") for a in argv]
+    fields += [k + b"=" + v for k, v in _ENV.items()]
     payload = b"\0".join(fields)
     s.sendall(b"DBW1" + len(payload).to_bytes(4, "little") + payload)
     head = _recv_exact(s, 8)
@@ -115,19 +141,19 @@ def _request(s, argv):
 def _write_all(fd, data):
     view = memoryview(data)
     while view:
-        n = os.write(fd, view)
+        n = posix.write(fd, view)
         view = view[n:]
 
 
 def main():
     argv = sys.argv[1:]
     if not argv:
-        sys.stderr.write("usage: distbuild-wrap RUSTC [ARGS...]  (set as RUSTC_WRAPPER)\n")
+        posix.write(2, b"usage: distbuild-wrap RUSTC [ARGS...]  (set as RUSTC_WRAPPER)\n")
         return 2
-    if os.environ.get("DISTBUILD_DISABLE") == "1":
+    if _getenv("DISTBUILD_DISABLE") == "1":
         _exec_rustc(argv)
     home = _home()
-    sock_path = os.path.join(home, "master.sock")
+    sock_path = home + "/master.sock"
     s = _connect(sock_path)
     if s is None:
         try:
@@ -135,15 +161,15 @@ def main():
         except OSError:
             _fallback(home, argv)
         waited = 0.0
-        limit = float(os.environ.get("DISTBUILD_CONNECT_WAIT", CONNECT_WAIT_S))
+        limit = float(_getenv("DISTBUILD_CONNECT_WAIT", str(CONNECT_WAIT_S)))
         while s is None and waited < limit:
-            time_sleep(CONNECT_POLL_S)
+            _sleep(CONNECT_POLL_S)
             waited += CONNECT_POLL_S
             s = _connect(sock_path)
         if s is None:
             _fallback(home, argv)
     try:
-        s.settimeout(float(os.environ.get("DISTBUILD_REQUEST_TIMEOUT", "3600")))
+        s.settimeout(float(_getenv("DISTBUILD_REQUEST_TIMEOUT", "3600")))
         body = _request(s, argv)
     except (OSError, ValueError):
         _fallback(home, argv)
@@ -161,18 +187,21 @@ def main():
     return code
 
 
-def time_sleep(seconds):
-    # `import time` is cheap but only needed on the slow path.
-    import time
+def _sleep(seconds):
+    import time  # only on the slow path (waiting for a master to start)
 
     time.sleep(seconds)
 
 
 def run():
     """Entry point that skips interpreter shutdown: on a hit every millisecond counts."""
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)
+    try:
+        code = main()
+    except Exception:  # a bug in the shim must not break the build either
+        if len(sys.argv) > 1:
+            _fallback(_home(), sys.argv[1:])
+        raise
+    posix._exit(code)
 
 
 if __name__ == "__main__":
