@@ -415,7 +415,8 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
             ax2.text(x - 0.2, a, f"{a:.1f}", ha="center", va="bottom", fontsize=8)
             ax2.text(x + 0.2, b, f"{b:.0f}", ha="center", va="bottom", fontsize=8)
         ax2.axhline(15, ls="--", color=TOOL_COLORS["distbuild"], lw=1, label="target p50 15 ms")
-        ax2.set_xticks(list(xs), names)
+        ax2.set_xticks(list(xs), names, rotation=20, ha="right")
+        ax2.set_ylim(0.8, max(p99) * 12)  # headroom above the bars for the legend (log scale)
         ax2.legend(
             fontsize=8, title="left bar p50, right bar p99", title_fontsize=7, loc="upper left"
         )
