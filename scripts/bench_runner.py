@@ -458,7 +458,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
-    from bench_report import markdown_summary, print_table, to_json, write_chart
+    from bench_chart import write_chart
+    from bench_report import markdown_summary, print_table, to_json
 
     args = parse_args(argv)
     out = Path(args.out).resolve()
