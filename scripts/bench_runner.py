@@ -406,7 +406,11 @@ def host_info() -> dict[str, Any]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Benchmark cargo-distbuild against plain Cargo, sccache and a floor "
+        "wrapper on one workspace; see docs/benchmarks.md.",
+    )
     p.add_argument(
         "--workspace",
         default=str(ROOT / "bench"),
