@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +119,25 @@ class SchedulerClient:
         req = pb.ExecuteRequest(action_digest=convert.digest_to_proto(action_digest),
                                 client_id=self.client_id, skip_cache_lookup=skip_cache)
         yield from self._stream(self.stub.Execute, req, timeout)
+
+    def execute_batch(self, action_digests: Sequence[Digest], skip_cache: bool = False,
+                      timeout: float | None = None) -> Iterator[tuple[int, JobView]]:
+        """Submit many actions in one call and yield (index, update) until all are done.
+
+        ``index`` is the action's position in ``action_digests``. Every action gets a first
+        update (queued, or already done) and a last one with ``done``; one the scheduler
+        refused (e.g. no suitable worker) comes back FAILED with no job id, ``error_kind``
+        naming the error.
+        """
+        req = pb.ExecuteBatchRequest(requests=[
+            pb.ExecuteRequest(action_digest=convert.digest_to_proto(d), client_id=self.client_id,
+                              skip_cache_lookup=skip_cache) for d in action_digests])
+        try:
+            for resp in self.stub.ExecuteBatch(req, timeout=timeout):
+                for update in resp.updates:
+                    yield update.request_index, job_from_proto(update.job)
+        except grpc.RpcError as e:
+            raise error_from_rpc(e, f"scheduler at {self.addr}") from e
 
     def follow(self, job_id: str, timeout: float | None = None) -> Iterator[JobView]:
         yield from self._stream(self.stub.WaitExecution, pb.WaitExecutionRequest(job_id=job_id),

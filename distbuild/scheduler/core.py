@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import threading
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from distbuild.actions import ActionResult
 from distbuild.cas.action_cache import ActionCache
 from distbuild.cas.digest import Digest
 from distbuild.cas.store import LocalCAS
 from distbuild.config import SchedulerConfig
-from distbuild.errors import NoSuitableWorker, UnknownJob
+from distbuild.errors import DistbuildError, NoSuitableWorker, UnknownJob
 from distbuild.rpc.convert import decode_action
 from distbuild.scheduler import affinity
 from distbuild.scheduler.fair_queue import FairQueue
@@ -44,6 +45,7 @@ from distbuild.scheduler.model import (
     QUEUED,
     RUNNING,
     Job,
+    Outcome,
     Properties,
     WorkerInfo,
     matches,
@@ -52,6 +54,15 @@ from distbuild.scheduler.persistence import GroupCommit, StateDB
 
 _KEEP_FINISHED = 20_000
 FLUSH_INTERVAL = 0.01
+
+
+@dataclass(eq=False)
+class JobWatch:
+    """One follower of many jobs (``Scheduler.watch_jobs``): which changed, and a wake-up."""
+
+    job_ids: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)
+    event: threading.Event = field(default_factory=threading.Event)
 
 
 class Scheduler:
@@ -70,6 +81,7 @@ class Scheduler:
         self._finished: deque[str] = deque()
         self._job_events: dict[str, threading.Event] = {}
         self._worker_events: dict[str, threading.Event] = {}
+        self._watches: dict[str, list[JobWatch]] = {}
         self.counts = {"completed": 0, "failed": 0, "cache_hits": 0}
         self._seq = db.max_seq()
         self._commits = GroupCommit(db, self._lock, FLUSH_INTERVAL)
@@ -112,49 +124,123 @@ class Scheduler:
     # -- client side ------------------------------------------------------------------------
     def submit(self, action_digest: Digest, client_id: str, skip_cache: bool = False) -> Job:
         """Queue an action already in the CAS; a cache hit completes at once."""
+        outcome = self.submit_many([(action_digest, client_id, skip_cache)])[0]
+        if isinstance(outcome, DistbuildError):
+            raise outcome
+        return outcome
+
+    def submit_many(self, requests: Sequence[tuple[Digest, str, bool]]
+                    ) -> list[Job | DistbuildError]:
+        """Queue several actions at once: one dispatch pass and one wait for the disk.
+
+        Args:
+            requests: (action digest, client id, skip cache lookup) per action.
+
+        Returns:
+            Per request, in order: the job as queued (or finished, for a cache hit), or the
+            error that refused it (a missing action blob, no suitable worker).
+        """
+        prepared: list[tuple[Job, ActionResult | None] | DistbuildError] = []
+        for action_digest, client_id, skip_cache in requests:
+            try:
+                prepared.append(self._prepare(action_digest, client_id, skip_cache))
+            except DistbuildError as e:
+                prepared.append(e)
+        outcomes: list[Job | DistbuildError] = []
+        change = 0
+        with self._lock:
+            for item in prepared:
+                if isinstance(item, DistbuildError):
+                    outcomes.append(item)
+                    continue
+                job, cached = item
+                self.jobs[job.job_id] = job
+                if cached is not None:
+                    job.cached = True
+                    self.counts["cache_hits"] += 1
+                    self._finish(job, COMPLETED, result=cached)
+                    outcomes.append(job)
+                    continue
+                if not any(w.state == ALIVE and matches(job.platform, w.platform)
+                           for w in self.workers.values()):
+                    del self.jobs[job.job_id]
+                    outcomes.append(NoSuitableWorker(
+                        f"no live worker offers platform {_fmt(job.platform)}"))
+                    continue
+                self.queue.push(job.client_id, job.job_id)
+                change = self._changed(job)
+                outcomes.append(job)
+            self._dispatch()
+            outcomes = [o if isinstance(o, DistbuildError) else o.snapshot() for o in outcomes]
+        if change:
+            self._commits.wait(change)
+        return outcomes
+
+    def _prepare(self, action_digest: Digest, client_id: str,
+                 skip_cache: bool) -> tuple[Job, ActionResult | None]:
+        """A new job for the action, and its cached result if any (reads the CAS, no lock)."""
         blob = self.cas.get_bytes(action_digest)
         action = decode_action(blob)
         inputs = affinity.large_inputs(self.cas, action.input_root_digest)
         now = self.clock()
         with self._lock:
             self._seq += 1
-            job = Job(job_id=uuid.uuid4().hex[:16], action_digest=action_digest,
-                      client_id=client_id or "anonymous", platform=action.platform,
-                      timeout_s=action.timeout_s or self.cfg.job_timeout,
-                      do_not_cache=action.do_not_cache, action_blob=blob, seq=self._seq,
-                      submitted_at=now, queued_since=now, inputs=inputs)
+            seq = self._seq
+        job = Job(job_id=os.urandom(8).hex(), action_digest=action_digest,
+                  client_id=client_id or "anonymous", platform=action.platform,
+                  timeout_s=action.timeout_s or self.cfg.job_timeout,
+                  do_not_cache=action.do_not_cache, action_blob=blob, seq=seq,
+                  submitted_at=now, queued_since=now, inputs=inputs)
         cached = None if (skip_cache or action.do_not_cache) else self.ac.get(action_digest)
-        with self._lock:
-            self.jobs[job.job_id] = job
-            if cached is not None:
-                job.cached = True
-                self.counts["cache_hits"] += 1
-                self._finish(job, COMPLETED, result=cached)
-                return copy.copy(job)
-            if not any(w.state == ALIVE and matches(job.platform, w.platform)
-                       for w in self.workers.values()):
-                del self.jobs[job.job_id]
-                raise NoSuitableWorker(f"no live worker offers platform {_fmt(job.platform)}")
-            self.queue.push(job.client_id, job.job_id)
-            change = self._changed(job)
-            self._dispatch()
-            snapshot = copy.copy(job)
-        self._commits.wait(change)
-        return snapshot
+        return job, cached
 
     def get(self, job_id: str) -> Job:
         with self._lock:
-            return copy.copy(self._job(job_id))
+            return self._job(job_id).snapshot()
 
     def watch(self, job_id: str, seen_version: int, timeout: float) -> Job:
         """The job once its version is newer than ``seen_version`` (or after ``timeout``)."""
         with self._lock:
             job = self._job(job_id)
             if job.version > seen_version or job.done:
-                return copy.copy(job)
+                return job.snapshot()
             event = self._job_events.setdefault(job_id, threading.Event())
         event.wait(timeout)
         return self.get(job_id)
+
+    def watch_jobs(self, job_ids: Iterable[str]) -> JobWatch:
+        """Start noting changes of many jobs (``changes`` takes them; ``unwatch`` ends it).
+
+        Every job counts as changed once at the start: it may have moved on since the
+        caller's snapshot.
+        """
+        watch = JobWatch()
+        with self._lock:
+            for jid in job_ids:
+                self._watches.setdefault(jid, []).append(watch)
+                watch.job_ids.add(jid)
+            watch.changed = set(watch.job_ids)
+            watch.event.set()
+        return watch
+
+    def changes(self, watch: JobWatch, timeout: float) -> list[Job]:
+        """The watched jobs that changed since the last call, waiting up to ``timeout``."""
+        watch.event.wait(timeout)
+        with self._lock:
+            watch.event.clear()
+            changed, watch.changed = watch.changed, set()
+            return [self.jobs[j].snapshot() for j in changed if j in self.jobs]
+
+    def unwatch(self, watch: JobWatch, job_ids: Iterable[str] | None = None) -> None:
+        """Stop noting changes of ``job_ids`` (default: all the watch's jobs)."""
+        with self._lock:
+            for jid in list(watch.job_ids if job_ids is None else job_ids):
+                watch.job_ids.discard(jid)
+                watchers = self._watches.get(jid)
+                if watchers is not None and watch in watchers:
+                    watchers.remove(watch)
+                    if not watchers:
+                        del self._watches[jid]
 
     def cancel(self, job_id: str) -> Job:
         with self._lock:
@@ -166,11 +252,11 @@ class Scheduler:
             if not job.done:
                 self._finish(job, CANCELLED, error="cancelled by request",
                              kind="ActionCancelled")
-            return copy.copy(job)
+            return job.snapshot()
 
     def list_jobs(self, states: set[str] | None = None, limit: int = 0) -> list[Job]:
         with self._lock:
-            jobs = [copy.copy(j) for j in self.jobs.values() if not states or j.state in states]
+            jobs = [j.snapshot() for j in self.jobs.values() if not states or j.state in states]
         jobs.sort(key=lambda j: -j.seq)
         return jobs[:limit] if limit else jobs
 
@@ -242,7 +328,7 @@ class Scheduler:
             event.wait(wait_s)
         with self._lock:
             event.clear()
-            items = [copy.copy(self.jobs[j]) for j in w.to_lease
+            items = [self.jobs[j].snapshot() for j in w.to_lease
                      if self.jobs[j].state == RUNNING and self.jobs[j].worker_id == worker_id]
             cancels = w.to_cancel
             w.to_lease, w.to_cancel = [], []
@@ -256,33 +342,23 @@ class Scheduler:
         ``result_blob`` is the result's encoded message when the caller has it (saves
         encoding it again for the database).
         """
+        self.report_many(worker_id, [Outcome(job_id, result, error, kind, retryable,
+                                             result_blob)])
+
+    def report_many(self, worker_id: str, outcomes: Sequence[Outcome]) -> None:
+        """Several outcomes from one worker (``report`` each), with one dispatch pass."""
+        cacheable: list[tuple[Digest, ActionResult]] = []
         with self._lock:
-            w = self.workers.get(worker_id)
-            job = self.jobs.get(job_id)
-            if w is not None:
-                w.running.discard(job_id)
-                w.unconfirmed.discard(job_id)
-                w.completed += 1
-                if job is not None and result is not None:
-                    # It fetched the inputs and produced the outputs: both are in its cache.
-                    affinity.remember(w.holds, job.inputs)
-                    affinity.remember(w.holds, (o.digest for o in result.output_files))
-            if job is not None and not job.done:
-                if job.worker_id != worker_id and job.state == RUNNING:
-                    self._tell_cancel(job)  # a duplicate run elsewhere: first result wins
-                if result is not None:
-                    job.result_blob = result_blob
-                    self._finish(job, COMPLETED, result=result)
-                elif retryable and job.attempts < self.cfg.max_attempts:
-                    self._requeue(job)
-                else:
-                    note = (f" (gave up after {job.attempts} attempts)" if retryable else "")
-                    self._finish(job, FAILED, error=error + note, kind=kind or "JobFailed")
+            for outcome in outcomes:
+                job = self._record(worker_id, outcome)
+                result = outcome.result
+                if (job is not None and result is not None and result.exit_code == 0
+                        and not job.do_not_cache):
+                    cacheable.append((job.action_digest, result))
             self._dispatch()
-        if (job is not None and result is not None and result.exit_code == 0
-                and not job.do_not_cache):
+        for action_digest, result in cacheable:
             try:
-                self.ac.put(job.action_digest, result)
+                self.ac.put(action_digest, result)
             except Exception:  # noqa: BLE001 - caching is best effort, the job is done
                 pass
 
@@ -331,7 +407,40 @@ class Scheduler:
         event = self._job_events.pop(job.job_id, None)
         if event is not None:
             event.set()
+        for watch in self._watches.get(job.job_id, ()):
+            watch.changed.add(job.job_id)
+            watch.event.set()
         return change
+
+    def _record(self, worker_id: str, outcome: Outcome) -> Job | None:
+        """Apply one worker outcome (see ``report``); returns the job if we know it."""
+        w = self.workers.get(worker_id)
+        job = self.jobs.get(outcome.job_id)
+        result = outcome.result
+        if w is not None:
+            w.running.discard(outcome.job_id)
+            w.unconfirmed.discard(outcome.job_id)
+            w.completed += 1
+            if job is not None and result is not None:
+                # It fetched the inputs and produced the outputs: both are in its cache.
+                if job.inputs:
+                    affinity.remember(w.holds, job.inputs)
+                if result.output_files:
+                    affinity.remember(w.holds, (o.digest for o in result.output_files))
+        if job is not None and not job.done:
+            if job.worker_id != worker_id and job.state == RUNNING:
+                self._tell_cancel(job)  # a duplicate run elsewhere: first result wins
+            if result is not None:
+                job.result_blob = outcome.result_blob
+                self._finish(job, COMPLETED, result=result)
+            elif outcome.retryable and job.attempts < self.cfg.max_attempts:
+                self._requeue(job)
+            else:
+                note = (f" (gave up after {job.attempts} attempts)"
+                        if outcome.retryable else "")
+                self._finish(job, FAILED, error=outcome.error + note,
+                             kind=outcome.kind or "JobFailed")
+        return job
 
     def _finish(self, job: Job, state: str, result: ActionResult | None = None,
                 error: str = "", kind: str = "") -> None:
@@ -379,11 +488,17 @@ class Scheduler:
         if event is not None:
             event.set()
 
-    def _place(self, job_id: str, free: list[WorkerInfo]) -> WorkerInfo | None:
+    def _place(self, job_id: str, free: list[WorkerInfo],
+               fitting: dict[Properties, list[WorkerInfo]]) -> WorkerInfo | None:
         """The least-loaded free worker offering the job's platform, if any; among equally
-        loaded ones, the one already holding most of the job's large inputs."""
+        loaded ones, the one already holding most of the job's large inputs.
+
+        ``fitting`` caches, per platform, which of ``free`` offer it (for one dispatch pass).
+        """
         job = self.jobs[job_id]
-        fits = [w for w in free if matches(job.platform, w.platform)]
+        fits = fitting.get(job.platform)
+        if fits is None:
+            fits = fitting[job.platform] = [w for w in free if matches(job.platform, w.platform)]
         if not fits:
             return None
         if not job.inputs:
@@ -392,11 +507,13 @@ class Scheduler:
                                         len(w.running), w.completed))
 
     def _dispatch(self) -> None:
-        while len(self.queue):
-            free = [w for w in self.workers.values() if w.free > 0]
-            if not free:
-                return
-            picked = self.queue.pop_next(functools.partial(self._place, free=free))
+        if not len(self.queue):
+            return
+        free = [w for w in self.workers.values() if w.free > 0]
+        fitting: dict[Properties, list[WorkerInfo]] = {}
+        place = functools.partial(self._place, free=free, fitting=fitting)
+        while len(self.queue) and free:
+            picked = self.queue.pop_next(place)
             if picked is None:
                 return
             job_id, w = picked
@@ -407,7 +524,10 @@ class Scheduler:
             w.to_lease.append(job_id)
             self._changed(job)
             self._wake(w.worker_id)
-
+            if w.free <= 0:  # full: no longer a candidate in this pass
+                free[:] = [x for x in free if x is not w]
+                for platform, fits in fitting.items():
+                    fitting[platform] = [x for x in fits if x is not w]
 
 def _fmt(props: Properties) -> str:
     return ", ".join(f"{k}={v}" for k, v in props) or "(any)"

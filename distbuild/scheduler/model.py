@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from distbuild.actions import ActionResult
@@ -47,6 +48,24 @@ class Job:
     def done(self) -> bool:
         return self.state in FINISHED
 
+    def snapshot(self) -> Job:
+        """A shallow copy; several times cheaper than ``copy.copy`` on the dispatch path."""
+        clone = object.__new__(Job)
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker reports for one job: a result (any exit code) or an error."""
+
+    job_id: str
+    result: ActionResult | None = None
+    error: str = ""
+    kind: str = ""  # the DistbuildError class name behind ``error``
+    retryable: bool = False  # an infrastructure failure: may run again elsewhere
+    result_blob: bytes = b""  # ``result`` encoded, when the caller has it
+
 
 @dataclass
 class WorkerInfo:
@@ -73,6 +92,7 @@ class WorkerInfo:
         return len(self.running) / max(self.capacity, 1)
 
 
+@functools.lru_cache(maxsize=4096)
 def matches(required: Properties, offered: Properties) -> bool:
     """A worker fits when it offers every required (name, value) pair.
 

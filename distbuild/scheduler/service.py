@@ -25,8 +25,8 @@ from distbuild.config import Config
 from distbuild.rpc import convert
 from distbuild.rpc.server import bind, make_server
 from distbuild.rpc.status import guarded
-from distbuild.scheduler.core import Scheduler
-from distbuild.scheduler.model import Job, WorkerInfo
+from distbuild.scheduler.core import JobWatch, Scheduler
+from distbuild.scheduler.model import Job, Outcome, WorkerInfo
 from distbuild.scheduler.persistence import StateDB
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _WATCH_SLICE = 5.0  # a streaming call re-checks its context this often
 _USAGE_TTL = 10.0  # seconds a CAS size figure in Status may be old
 _SETTLE = 0.2  # an intermediate state is reported once it has lasted this long
+_COALESCE = 0.01  # ExecuteBatch: changes within this long after one go in one message
 
 
 def job_to_proto(job: Job) -> pb.Job:
@@ -99,6 +100,71 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         yield from self._follow(job, context)
 
     @guarded
+    def ExecuteBatch(self, request: pb.ExecuteBatchRequest,
+                     context: grpc.ServicerContext) -> Iterator[pb.ExecuteBatchResponse]:
+        outcomes = self.core.submit_many(
+            [(convert.digest_from_proto(r.action_digest), r.client_id, r.skip_cache_lookup)
+             for r in request.requests])
+        first = pb.ExecuteBatchResponse()
+        index: dict[str, int] = {}
+        sent: dict[str, str] = {}  # job id -> state last sent
+        for i, out in enumerate(outcomes):
+            if isinstance(out, Job):
+                first.updates.add(job=job_to_proto(out), done=out.done, request_index=i)
+                if not out.done:
+                    index[out.job_id] = i
+                    sent[out.job_id] = out.state
+            else:
+                refused = pb.Job(action_digest=request.requests[i].action_digest,
+                                 client_id=request.requests[i].client_id, state=pb.FAILED,
+                                 error=re_pb.Status(message=f"{type(out).__name__}: {out}"))
+                first.updates.add(job=refused, done=True, request_index=i)
+        watch = self.core.watch_jobs(index)
+        try:
+            yield first
+            yield from self._follow_many(watch, index, sent, context)
+        finally:
+            self.core.unwatch(watch)
+
+    def _follow_many(self, watch: JobWatch, index: dict[str, int], sent: dict[str, str],
+                     context: grpc.ServicerContext) -> Iterator[pb.ExecuteBatchResponse]:
+        """Updates of the watched jobs until all are done, several per message.
+
+        A job's end is sent at once; an intermediate state (running, re-queued) only once it
+        has lasted ``_SETTLE`` seconds, as in ``_follow``.
+        """
+        unsettled: dict[str, float] = {}  # job id -> when it entered its new state
+        while index and context.is_active():
+            now = time.monotonic()
+            wait = min([_WATCH_SLICE] + [t + _SETTLE - now for t in unsettled.values()])
+            changed = self.core.changes(watch, max(wait, 0.0))
+            if changed and len(index) > 1:
+                # Others of the batch are likely to end within a few ms: one message for all.
+                time.sleep(_COALESCE)
+                changed += self.core.changes(watch, 0.0)
+            resp = pb.ExecuteBatchResponse()
+            ended = []
+            for job in changed:
+                if job.done and job.job_id in index:
+                    resp.updates.add(job=job_to_proto(job), done=True,
+                                     request_index=index.pop(job.job_id))
+                    unsettled.pop(job.job_id, None)
+                    ended.append(job.job_id)
+                elif job.job_id in index and job.state != sent[job.job_id]:
+                    unsettled.setdefault(job.job_id, time.monotonic())
+            now = time.monotonic()
+            for jid in [j for j, t in unsettled.items() if now - t >= _SETTLE]:
+                del unsettled[jid]
+                job = self.core.get(jid)
+                if not job.done and job.state != sent[jid]:
+                    sent[jid] = job.state
+                    resp.updates.add(job=job_to_proto(job), request_index=index[jid])
+            if ended:
+                self.core.unwatch(watch, ended)
+            if resp.updates:
+                yield resp
+
+    @guarded
     def WaitExecution(self, request: pb.WaitExecutionRequest,
                       context: grpc.ServicerContext) -> Iterator[pb.JobUpdate]:
         yield from self._follow(self.core.get(request.job_id), context)
@@ -150,8 +216,9 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     @guarded
     def LeaseWork(self, request: pb.LeaseWorkRequest,
                   context: grpc.ServicerContext) -> pb.LeaseWorkResponse:
-        for report in request.reports:
-            self._report(report)
+        if request.reports:
+            self.core.report_many(request.worker_id,
+                                  [_outcome(r) for r in request.reports])
         wait = min(max(request.wait_seconds, 0.0), 30.0)
         items, cancels, rereg = self.core.lease(request.worker_id, wait)
         resp = pb.LeaseWorkResponse(cancel_job_ids=cancels, reregister=rereg)
@@ -164,18 +231,17 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     @guarded
     def ReportResult(self, request: pb.ReportResultRequest,
                      context: grpc.ServicerContext) -> pb.ReportResultResponse:
-        self._report(request)
+        self.core.report_many(request.worker_id, [_outcome(request)])
         return pb.ReportResultResponse()
 
-    def _report(self, request: pb.ReportResultRequest) -> None:
-        result = (convert.result_from_proto(request.result)
-                  if request.HasField("result") else None)
-        kind, _, message = request.error.message.partition(": ")
-        if not message:
-            kind, message = "", request.error.message
-        self.core.report(request.worker_id, request.job_id, result, message, kind,
-                         request.retryable,
-                         request.result.SerializeToString() if result is not None else b"")
+
+def _outcome(request: pb.ReportResultRequest) -> Outcome:
+    result = convert.result_from_proto(request.result) if request.HasField("result") else None
+    kind, _, message = request.error.message.partition(": ")
+    if not message:
+        kind, message = "", request.error.message
+    return Outcome(request.job_id, result, message, kind, request.retryable,
+                   request.result.SerializeToString() if result is not None else b"")
 
 
 class SchedulerServer:

@@ -302,6 +302,34 @@ def test_worker_with_two_executors(tmp_path: Path, cluster: Cluster) -> None:
     assert cas.get_bytes(job.result.stdout_digest) == b"via local\n"
 
 
+def test_execute_batch_follows_every_action(tmp_path: Path, cluster: Cluster) -> None:
+    """ExecuteBatch runs several actions through one call: each ends exactly once with its own
+    result, a compile error is COMPLETED with its exit code, and an action no worker can run
+    is refused on its own without failing the others."""
+    cluster.start_scheduler()
+    cluster.start_worker("w1", capacity=2)
+    client = cluster.client()
+    cas = RemoteCAS(cluster.addr, _cfg(tmp_path))
+    prepared = [prepare_action(["/bin/sh", "-c", f"exit {i % 2 * 3}", f"b{i}"], {},
+                               platform=LOCAL) for i in range(5)]
+    prepared.append(prepare_action(["/bin/true"], {}, platform=(("executor", "docker"),)))
+    cas.upload({d: b for p in prepared for d, b in p.blobs.items()})
+    ends: dict[int, object] = {}
+    seen: set[int] = set()
+    for index, view in client.execute_batch([p.digest for p in prepared], timeout=60):
+        seen.add(index)
+        if view.done:
+            assert index not in ends, f"action {index} ended twice"
+            ends[index] = view
+    assert seen == set(ends) == set(range(6))
+    codes = [(v.state, v.result.exit_code if v.result else None)  # type: ignore[attr-defined]
+             for _, v in sorted(ends.items())]
+    assert codes == [("COMPLETED", 0), ("COMPLETED", 3)] * 2 + [("COMPLETED", 0),
+                                                                 ("FAILED", None)]
+    refused = ends[5]
+    assert (refused.job_id, refused.error_kind) == ("", "NoSuitableWorker")  # type: ignore[attr-defined]
+
+
 def test_remote_runner_compiles_and_reports_errors(tmp_path: Path, cluster: Cluster) -> None:
     """RemoteRunner on real rustc jobs: a good crate's binary comes back runnable with its
     dep-info naming local paths; a compile error comes back as the exit code and message."""

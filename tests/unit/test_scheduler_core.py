@@ -214,3 +214,47 @@ def test_equally_loaded_workers_prefer_the_one_holding_inputs(env: Env) -> None:
     action = env.cas.put_bytes(encode_action(Action(root, root, platform=LOCAL)))
     job = env.sched.submit(action, "c1")
     assert job.worker_id == holder
+
+
+def test_submit_many_reports_each_outcome_in_order(env: Env) -> None:
+    """A batch submission queues what it can and returns a per-request error for the rest."""
+    env.worker("a", capacity=1)
+    good = env.action()
+    docker = env.action(platform=(("executor", "docker"),))
+    missing = digest_bytes(b"never uploaded")
+    outcomes = env.sched.submit_many([(good, "c1", False), (docker, "c1", False),
+                                      (missing, "c1", False), (env.action(), "c1", False)])
+    assert [type(o).__name__ for o in outcomes] == ["Job", "NoSuitableWorker", "BlobNotFound",
+                                                    "Job"]
+    first, _, _, second = outcomes
+    assert [env.sched.get(first.job_id).state,  # type: ignore[union-attr]
+            env.sched.get(second.job_id).state] == ["RUNNING", "QUEUED"]  # type: ignore[union-attr]
+
+
+def test_submit_many_keeps_capacity_and_fairness(env: Env) -> None:
+    """A batch of 50 from one client fills the slots and no more; a later client's job runs
+    on the next free slot, ahead of the rest of the batch."""
+    env.worker("a", capacity=2)
+    env.worker("b", capacity=1)
+    burst = env.sched.submit_many([(env.action(), "burst", False) for _ in range(50)])
+    assert {w.worker_id: len(w.running) for w in env.sched.list_workers()} == {"a": 2, "b": 1}
+    other = env.sched.submit(env.action(), "other").job_id
+    (on_b,) = [o.job_id for o in burst  # type: ignore[union-attr]
+               if env.sched.get(o.job_id).worker_id == "b"]  # type: ignore[union-attr]
+    env.sched.report("b", on_b, OK)
+    assert (env.sched.get(other).state, env.sched.get(other).worker_id) == ("RUNNING", "b")
+
+
+def test_watch_jobs_notes_every_change_once(env: Env) -> None:
+    """A watch over many jobs first returns all of them, then only those that changed."""
+    env.worker("a", capacity=2)
+    jobs = [env.sched.submit(env.action(), "c1").job_id for _ in range(3)]
+    watch = env.sched.watch_jobs(jobs)
+    assert sorted(j.job_id for j in env.sched.changes(watch, 0)) == sorted(jobs)
+    assert env.sched.changes(watch, 0) == []
+    env.sched.report("a", jobs[0], OK)  # finishes jobs[0] and starts jobs[2]
+    changed = {j.job_id: j.state for j in env.sched.changes(watch, 0)}
+    assert changed == {jobs[0]: "COMPLETED", jobs[2]: "RUNNING"}
+    env.sched.unwatch(watch)
+    env.sched.report("a", jobs[1], OK)
+    assert env.sched.changes(watch, 0) == [] and env.sched._watches == {}

@@ -66,12 +66,26 @@ class Job(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., action_digest: _Optional[_Union[_remote_execution_pb2.Digest, _Mapping]] = ..., client_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., worker_id: _Optional[str] = ..., attempts: _Optional[int] = ..., submitted_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., result: _Optional[_Union[_remote_execution_pb2.ActionResult, _Mapping]] = ..., error: _Optional[_Union[_remote_execution_pb2.Status, _Mapping]] = ..., cached: _Optional[bool] = ..., platform: _Optional[_Union[_remote_execution_pb2.Platform, _Mapping]] = ...) -> None: ...
 
 class JobUpdate(_message.Message):
-    __slots__ = ("job", "done")
+    __slots__ = ("job", "done", "request_index")
     JOB_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_INDEX_FIELD_NUMBER: _ClassVar[int]
     job: Job
     done: bool
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., done: _Optional[bool] = ...) -> None: ...
+    request_index: int
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., done: _Optional[bool] = ..., request_index: _Optional[int] = ...) -> None: ...
+
+class ExecuteBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ExecuteRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ...) -> None: ...
+
+class ExecuteBatchResponse(_message.Message):
+    __slots__ = ("updates",)
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    updates: _containers.RepeatedCompositeFieldContainer[JobUpdate]
+    def __init__(self, updates: _Optional[_Iterable[_Union[JobUpdate, _Mapping]]] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("instance_name", "action_digest", "skip_cache_lookup", "client_id", "digest_function")

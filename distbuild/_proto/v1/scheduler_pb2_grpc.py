@@ -45,6 +45,11 @@ class SchedulerStub:
                 request_serializer=distbuild_dot_v1_dot_scheduler__pb2.WaitExecutionRequest.SerializeToString,
                 response_deserializer=distbuild_dot_v1_dot_scheduler__pb2.JobUpdate.FromString,
                 _registered_method=True)
+        self.ExecuteBatch = channel.unary_stream(
+                '/distbuild.v1.Scheduler/ExecuteBatch',
+                request_serializer=distbuild_dot_v1_dot_scheduler__pb2.ExecuteBatchRequest.SerializeToString,
+                response_deserializer=distbuild_dot_v1_dot_scheduler__pb2.ExecuteBatchResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/distbuild.v1.Scheduler/GetJob',
                 request_serializer=distbuild_dot_v1_dot_scheduler__pb2.GetJobRequest.SerializeToString,
@@ -105,6 +110,15 @@ class SchedulerServicer:
 
     def WaitExecution(self, request, context):
         """Follow an existing job (e.g. after a reconnect).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecuteBatch(self, request, context):
+        """Submit many actions in one call and follow them all: the first message has every job's
+        queued (or finished, or refused) state, later ones each job that finished since, until all
+        are done. Saves a stream per action; the meaning of each update is the same as Execute's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -179,6 +193,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.WaitExecution,
                     request_deserializer=distbuild_dot_v1_dot_scheduler__pb2.WaitExecutionRequest.FromString,
                     response_serializer=distbuild_dot_v1_dot_scheduler__pb2.JobUpdate.SerializeToString,
+            ),
+            'ExecuteBatch': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExecuteBatch,
+                    request_deserializer=distbuild_dot_v1_dot_scheduler__pb2.ExecuteBatchRequest.FromString,
+                    response_serializer=distbuild_dot_v1_dot_scheduler__pb2.ExecuteBatchResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -280,6 +299,33 @@ class Scheduler:
             '/distbuild.v1.Scheduler/WaitExecution',
             distbuild_dot_v1_dot_scheduler__pb2.WaitExecutionRequest.SerializeToString,
             distbuild_dot_v1_dot_scheduler__pb2.JobUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/distbuild.v1.Scheduler/ExecuteBatch',
+            distbuild_dot_v1_dot_scheduler__pb2.ExecuteBatchRequest.SerializeToString,
+            distbuild_dot_v1_dot_scheduler__pb2.ExecuteBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
