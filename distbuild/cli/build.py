@@ -7,6 +7,7 @@ Runs Cargo with the shim as RUSTC_WRAPPER (or RUSTC_WORKSPACE_WRAPPER with
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import time
@@ -18,6 +19,7 @@ from distbuild.cli.render import err_console
 from distbuild.config import load_config
 from distbuild.errors import Unavailable
 from distbuild.master import client
+from distbuild.rustc.paths import c_prefix_map_flags, default_cargo_home
 
 CARGO_COMMANDS = ("build", "check", "test")
 
@@ -45,6 +47,7 @@ def cmd_cargo(args: argparse.Namespace) -> int:
         err_console.print(f"[yellow]warning:[/yellow] {e}; every rustc falls back to itself")
         before = None
     env = dict(os.environ)
+    add_c_prefix_maps(env)
     var = "RUSTC_WORKSPACE_WRAPPER" if args.workspace_only else "RUSTC_WRAPPER"
     env[var] = str(shim)
     env["DISTBUILD_HOME"] = str(cfg.home)
@@ -57,6 +60,25 @@ def cmd_cargo(args: argparse.Namespace) -> int:
         except Unavailable:
             pass
     return code
+
+
+def add_c_prefix_maps(env: dict[str, str]) -> None:
+    """Append ``-ffile-prefix-map`` flags to CFLAGS and CXXFLAGS.
+
+    Build scripts compile C code themselves (the cc crate honours CFLAGS); with debug info the
+    objects embed the checkout path, so the static library a -sys crate links would differ per
+    checkout and it, and everything depending on it, would miss in another directory.
+    """
+    try:
+        meta = json.loads(subprocess.run(
+            ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
+            capture_output=True, check=True, env=env, timeout=60).stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return  # not in a Cargo project (cargo itself will say so)
+    flags = c_prefix_map_flags(meta["workspace_root"], meta["target_directory"],
+                               default_cargo_home(env))
+    for var in ("CFLAGS", "CXXFLAGS"):
+        env[var] = f"{env[var]} {flags}" if env.get(var) else flags
 
 
 def _delta(before: dict[str, Any], after: dict[str, Any], key: str) -> int:

@@ -25,21 +25,11 @@ from distbuild.rustc import args as rargs
 from distbuild.rustc.depinfo import parse_dep_info
 from distbuild.rustc.key import Manifest, direct_key, result_key
 from distbuild.rustc.outputs import dep_info_path, predicted_outputs, stem
-from distbuild.rustc.paths import (
-    CARGO_HOME,
-    TARGET,
-    WORKSPACE,
-    PathMap,
-    default_cargo_home,
-    path_map_for,
-)
+from distbuild.rustc.paths import REMAP_TO, PathMap, default_cargo_home, path_map_for
 from distbuild.rustc.runner_env import execution_env
 from distbuild.rustc.toolchain import ToolchainRegistry
 
 log = logging.getLogger(__name__)
-
-# Where each root is remapped in compiled artifacts, so that they do not depend on the checkout.
-REMAP_TO = {WORKSPACE: ".", TARGET: "/distbuild/target", CARGO_HOME: "/distbuild/cargo-home"}
 
 
 @dataclass

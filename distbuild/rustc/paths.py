@@ -17,6 +17,9 @@ WORKSPACE = "@@WORKSPACE@@"
 TARGET = "@@TARGET@@"
 CARGO_HOME = "@@CARGO_HOME@@"
 _PLACEHOLDERS = re.compile("@@(WORKSPACE|TARGET|CARGO_HOME)@@")
+# Where each root is remapped in compiled artifacts (rustc's --remap-path-prefix, C compilers'
+# -ffile-prefix-map), so that they do not depend on the checkout.
+REMAP_TO = {WORKSPACE: ".", TARGET: "/distbuild/target", CARGO_HOME: "/distbuild/cargo-home"}
 # A root only matches where a path component ends.
 _END = r"(?![A-Za-z0-9._+-])"
 
@@ -100,6 +103,14 @@ def path_map_for(cwd: str, out_dir: str, cargo_home: str) -> PathMap:
         roots.append((cwd, WORKSPACE))
     roots.sort(key=lambda r: -len(r[0]))
     return PathMap(tuple(roots))
+
+
+def c_prefix_map_flags(workspace: str, target: str, cargo_home: str) -> str:
+    """``-ffile-prefix-map`` flags mapping the roots like rustc's remapping (GCC and clang use
+    the last matching map, so a root nested in another comes after it)."""
+    roots = sorted([(workspace, WORKSPACE), (target, TARGET), (cargo_home, CARGO_HOME)],
+                   key=lambda r: len(r[0]))
+    return " ".join(f"-ffile-prefix-map={root}={REMAP_TO[ph]}" for root, ph in roots if root)
 
 
 def default_cargo_home(env: dict[str, str]) -> str:

@@ -112,3 +112,15 @@ def test_dep_info_dotdot_paths_name_the_directories_they_cross() -> None:
 
 
 PINNED = "fe3e1ab94a981bd886918300eea81b777bfa1c6579aadb85fe2e48ee12c677bc"
+
+
+def test_c_prefix_map_flags_put_the_most_specific_root_last() -> None:
+    """C compilers use the last matching map: a root nested in another comes after it."""
+    from distbuild.rustc.paths import c_prefix_map_flags
+
+    flags = c_prefix_map_flags("/ws", "/ws/target", "/home/u/.cargo").split()
+    assert sorted(flags) == sorted(["-ffile-prefix-map=/ws=.",
+                                    "-ffile-prefix-map=/ws/target=/distbuild/target",
+                                    "-ffile-prefix-map=/home/u/.cargo=/distbuild/cargo-home"])
+    assert flags.index("-ffile-prefix-map=/ws=.") < flags.index(
+        "-ffile-prefix-map=/ws/target=/distbuild/target")
