@@ -5,7 +5,7 @@ guards all state.
 
 Placement: jobs are taken from a ``FairQueue`` (round-robin across client ids) and given to the
 least-loaded live worker that has a free slot and offers every platform property the action
-requires. A worker never holds more jobs than its capacity.
+requires (the rule is in ``placement.py``). A worker never holds more jobs than its capacity.
 
 Persistence: changes are written to SQLite in batches (``GroupCommit``). A submission returns
 only once its job is on disk; later transitions (running, finished) may be lost if the process
@@ -19,7 +19,6 @@ compile error is a completed job with a nonzero exit code and is never retried.
 from __future__ import annotations
 
 import copy
-import functools
 import os
 import threading
 import time
@@ -51,6 +50,7 @@ from distbuild.scheduler.model import (
     matches,
 )
 from distbuild.scheduler.persistence import GroupCommit, StateDB
+from distbuild.scheduler.placement import FreeWorkers
 
 _KEEP_FINISHED = 20_000
 FLUSH_INTERVAL = 0.01
@@ -488,46 +488,26 @@ class Scheduler:
         if event is not None:
             event.set()
 
-    def _place(self, job_id: str, free: list[WorkerInfo],
-               fitting: dict[Properties, list[WorkerInfo]]) -> WorkerInfo | None:
-        """The least-loaded free worker offering the job's platform, if any; among equally
-        loaded ones, the one already holding most of the job's large inputs.
-
-        ``fitting`` caches, per platform, which of ``free`` offer it (for one dispatch pass).
-        """
-        job = self.jobs[job_id]
-        fits = fitting.get(job.platform)
-        if fits is None:
-            fits = fitting[job.platform] = [w for w in free if matches(job.platform, w.platform)]
-        if not fits:
-            return None
-        if not job.inputs:
-            return min(fits, key=lambda w: (w.load, len(w.running), w.completed))
-        return min(fits, key=lambda w: (w.load, -affinity.held_bytes(job.inputs, w.holds),
-                                        len(w.running), w.completed))
-
     def _dispatch(self) -> None:
+        """Hand queued jobs to free workers (fair queue order, ``placement`` rule)."""
         if not len(self.queue):
             return
-        free = [w for w in self.workers.values() if w.free > 0]
-        fitting: dict[Properties, list[WorkerInfo]] = {}
-        place = functools.partial(self._place, free=free, fitting=fitting)
-        while len(self.queue) and free:
-            picked = self.queue.pop_next(place)
+        free = FreeWorkers(self.workers.values())
+        jobs = self.jobs
+        while len(self.queue) and free.slots > 0:
+            picked = self.queue.pop_next(lambda job_id: free.place(jobs[job_id]))
             if picked is None:
                 return
             job_id, w = picked
-            job = self.jobs[job_id]
+            job = jobs[job_id]
             job.state, job.worker_id, job.started_at = RUNNING, w.worker_id, self.clock()
             job.attempts += 1
             w.running.add(job_id)
             w.to_lease.append(job_id)
+            free.took()
             self._changed(job)
             self._wake(w.worker_id)
-            if w.free <= 0:  # full: no longer a candidate in this pass
-                free[:] = [x for x in free if x is not w]
-                for platform, fits in fitting.items():
-                    fitting[platform] = [x for x in fits if x is not w]
+
 
 def _fmt(props: Properties) -> str:
     return ", ".join(f"{k}={v}" for k, v in props) or "(any)"
