@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from distbuild.actions import ActionResult, ExecutionMetadata, OutputFile
 from distbuild.cas.action_cache import ActionCache
@@ -41,7 +41,6 @@ class Reply:
     stdout: bytes = b""
     stderr: bytes = b""
     outcome: str = ""  # hit | miss | passthrough | not-cacheable:<reason> | failed
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class CompileService:
@@ -65,10 +64,6 @@ class CompileService:
         if isinstance(classified, rargs.NotCacheable):
             return self._not_cacheable(classified.reason)
         comp = classified
-        unsupported = set(comp.crate_types) - {"lib", "rlib", "dylib", "cdylib", "proc-macro",
-                                                 "staticlib", "bin"}
-        if unsupported:
-            return self._not_cacheable(f"crate-type:{','.join(sorted(unsupported))}")
         paths = path_map_for(cwd, comp.out_dir, default_cargo_home(env))
         try:
             toolchain = self.toolchains.identify(comp.rustc, env)

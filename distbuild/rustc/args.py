@@ -69,6 +69,7 @@ _GLUED_SHORT = tuple(n for n in _BY_NAME if len(n) == 2 and _BY_NAME[n].takes_va
 
 # Crate types whose output is produced by the system linker.
 LINKED_CRATE_TYPES = frozenset({"bin", "dylib", "cdylib", "proc-macro", "staticlib"})
+CRATE_TYPES = LINKED_CRATE_TYPES | {"lib", "rlib"}
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,9 @@ def classify(argv: list[str], cwd: str) -> Classified:
         crate_name = os.path.splitext(os.path.basename(inputs[0]))[0].replace("-", "_")
     if not crate_types:
         crate_types = ["bin"]
+    unknown = sorted(set(crate_types) - CRATE_TYPES)
+    if unknown:
+        return NotCacheable(f"crate-type:{','.join(unknown)}")
     if not emit:
         emit = {"link": None}
     if out_dir is None:

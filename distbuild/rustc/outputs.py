@@ -71,6 +71,3 @@ def dep_info_path(comp: Compilation) -> str | None:
         return comp.output
     return os.path.join(comp.out_dir, stem(comp) + ".d")
 
-
-def known_crate_types() -> frozenset[str]:
-    return frozenset(_LINK_NAMES)

@@ -38,6 +38,7 @@ def test_not_a_compilation_passes_through(argv: list[str]) -> None:
     ([RUSTC, "a.rs", "--frobnicate"], "unknown-flag:--frobnicate"),
     ([RUSTC, "a.rs", "--sysroot", "/x"], "sysroot-override"),
     ([RUSTC, "a.rs", "--crate-type"], "missing-value:--crate-type"),
+    ([RUSTC, "a.rs", "--crate-type", "sdylib"], "crate-type:sdylib"),
 ])
 def test_not_cacheable_has_a_named_reason(argv: list[str], reason: str) -> None:
     """Compilations we cannot cache say why."""
