@@ -8,7 +8,7 @@ from typing import Any
 from distbuild.cas.digest import Digest
 from distbuild.cli.render import console, print_json, print_table
 from distbuild.cli.scheduler import fmt_time, scheduler_addr
-from distbuild.cli.worker import render_workers, workers_row
+from distbuild.cli.worker import cmd_list as cmd_list_workers
 from distbuild.config import load_config
 
 
@@ -38,7 +38,7 @@ def add_commands(master_sub: Any) -> None:
     p = master_sub.add_parser("list-workers", help="the scheduler's workers")
     p.add_argument("--scheduler", default="")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_list_workers)
+    p.set_defaults(func=cmd_list_workers)  # the same command as `workers list`
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -108,16 +108,6 @@ def cmd_list_jobs(args: argparse.Namespace) -> int:
         print_json([job_row(j) for j in jobs])
     else:
         render_jobs(jobs)
-    return 0
-
-
-def cmd_list_workers(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        workers = client.list_workers()
-    if args.json:
-        print_json([workers_row(w) for w in workers])
-    else:
-        render_workers(workers)
     return 0
 
 

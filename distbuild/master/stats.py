@@ -24,6 +24,8 @@ class Stats:
         self._fallbacks = home / "fallbacks"
         self._lock = threading.Lock()
         self._data = self._load()
+        self._changes = 0  # bumped by every update; save() writes only when it moved
+        self._saved_at = 0
 
     def _empty(self) -> dict[str, Any]:
         data: dict[str, Any] = {name: 0 for name in COUNTERS}
@@ -42,15 +44,18 @@ class Stats:
     def incr(self, name: str, n: int = 1) -> None:
         with self._lock:
             self._data[name] += n
+            self._changes += 1
 
     def add_time(self, name: str, seconds: float) -> None:
         with self._lock:
             self._data[name] += seconds
+            self._changes += 1
 
     def not_cacheable(self, reason: str) -> None:
         with self._lock:
             nc = self._data["not_cacheable"]
             nc[reason] = nc.get(reason, 0) + 1
+            self._changes += 1
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -58,7 +63,11 @@ class Stats:
         return with_shim_fallbacks(data, self._fallbacks)
 
     def save(self) -> None:
+        """Persist the counters if they changed since the last save."""
         with self._lock:
+            if self._changes == self._saved_at:
+                return
+            self._saved_at = self._changes
             text = json.dumps(self._data, sort_keys=True)
         tmp = self._file.with_name(f".stats.{os.getpid()}.{threading.get_ident()}")
         tmp.write_text(text)
@@ -67,6 +76,7 @@ class Stats:
     def zero(self) -> None:
         with self._lock:
             self._data = self._empty()
+            self._changes += 1
         try:
             self._fallbacks.unlink()
         except OSError:

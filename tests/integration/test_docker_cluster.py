@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.errors import ExecutorUnavailable
 from tests.conftest import Distbuild, copy_workspace, run_app
 from tests.integration.cluster import FAST_CONFIG, Cluster
 
@@ -23,6 +22,7 @@ pytest.importorskip("docker")
 from distbuild.executors.docker import connect  # noqa: E402
 from distbuild.executors.docker_cleanup import default_worker_id  # noqa: E402
 from distbuild.executors.docker_testing import leftover_containers  # noqa: E402
+from tests.integration.docker_engine import connect_or_skip  # noqa: E402
 
 DOCKER_CONFIG = FAST_CONFIG.replace("[scheduler]\n", '[scheduler]\nexecutor = "docker"\n') + """
 [worker]
@@ -36,11 +36,7 @@ FULL_BUILD = 8
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    try:
-        connect().close()
-    except ExecutorUnavailable as e:
-        print(f"SKIP reason: {e}")
-        pytest.skip(str(e))
+    connect_or_skip().close()
     c = Cluster(tmp_path / "cluster", config=DOCKER_CONFIG)
     yield c
     c.stop()

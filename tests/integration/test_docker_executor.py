@@ -21,7 +21,7 @@ import pytest
 
 from distbuild.cas.store import LocalCAS
 from distbuild.config import Config, WorkerConfig
-from distbuild.errors import ExecutorUnavailable, InvalidRequest
+from distbuild.errors import InvalidRequest
 from distbuild.executors.base import ExecOutcome, ExecSpec
 from distbuild.executors.local import LocalExecutor
 from distbuild.toolchain import Toolchain
@@ -37,6 +37,7 @@ from distbuild.executors.docker_testing import (  # noqa: E402
     host_toolchain,
     leftover_containers,
 )
+from tests.integration.docker_engine import connect_or_skip  # noqa: E402
 
 WORKER_ID = f"test-exec-{uuid.uuid4().hex[:8]}"
 
@@ -69,11 +70,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[Env]:
-    try:
-        api = connect()
-    except ExecutorUnavailable as e:
-        print(f"SKIP reason: {e}")
-        pytest.skip(str(e))
+    api = connect_or_skip()
     cache = Path(request.config.cache.mkdir("distbuild-docker"))
     store, tc = host_toolchain(cache)
     home = tmp_path_factory.mktemp("docker-home")

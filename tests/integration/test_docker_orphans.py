@@ -17,19 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.errors import ExecutorUnavailable
-
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
 pytest.importorskip("docker")
 
-from distbuild.executors.docker import connect  # noqa: E402
 from distbuild.executors.docker_cleanup import default_worker_id  # noqa: E402
 from distbuild.executors.docker_testing import (  # noqa: E402
     build_probe,
     host_toolchain,
     leftover_containers,
 )
+from tests.integration.docker_engine import connect_or_skip  # noqa: E402
 
 WORKER = textwrap.dedent("""
     import sys, threading
@@ -57,11 +55,7 @@ def _start(args: list[str]) -> subprocess.Popen[str]:
 def test_restarted_worker_removes_containers_of_its_killed_predecessor(
         request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """SIGKILL a worker mid-job: its container survives; the restarted worker removes it."""
-    try:
-        api = connect()
-    except ExecutorUnavailable as e:
-        print(f"SKIP reason: {e}")
-        pytest.skip(str(e))
+    api = connect_or_skip()
     cache = Path(request.config.cache.mkdir("distbuild-docker"))
     store, tc = host_toolchain(cache)
     home = tmp_path / "worker-home"
@@ -98,11 +92,7 @@ def test_worker_process_killed_mid_job_then_restarted(request: pytest.FixtureReq
                                                       tmp_path: Path) -> None:
     """The real thing: `worker run --executor docker` under a scheduler, SIGKILLed while its
     container runs a job; restarted with the same id and home, it removes the orphan."""
-    try:
-        api = connect()
-    except ExecutorUnavailable as e:
-        print(f"SKIP reason: {e}")
-        pytest.skip(str(e))
+    api = connect_or_skip()
     from distbuild.cas.remote import RemoteCAS
     from distbuild.config import Config
     from distbuild.scheduler.action_builder import InputFile, prepare_action

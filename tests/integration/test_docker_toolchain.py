@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from distbuild.config import Config
-from distbuild.errors import ExecutorUnavailable
 from distbuild.executors.base import ExecSpec
 from distbuild.scheduler.action_builder import InputFile, prepare_action
 from distbuild.toolchain import ensure_toolchain
@@ -35,6 +34,7 @@ from distbuild.executors.docker_testing import (  # noqa: E402
     host_toolchain,
     leftover_containers,
 )
+from tests.integration.docker_engine import connect_or_skip  # noqa: E402
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
@@ -58,11 +58,7 @@ def _copy_toolchain(sysroot: Path, dest: Path) -> Path:
 def test_two_toolchains_give_two_digests_two_images_and_distinct_actions(
         request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """A sysroot differing by one file is another toolchain: digest, image and action key."""
-    try:
-        api = connect()
-    except ExecutorUnavailable as e:
-        print(f"SKIP reason: {e}")
-        pytest.skip(str(e))
+    api = connect_or_skip()
     cache = Path(request.config.cache.mkdir("distbuild-docker"))
     store, first = host_toolchain(cache)
     sysroot = Path(first.sysroot)
