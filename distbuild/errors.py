@@ -21,7 +21,8 @@
         ├── Unavailable        not reachable
         │   └── NoSuitableWorker  no live worker matches the action's platform
         ├── AuthError          token missing or wrong
-        └── JobFailed          a remote job could not be run (infrastructure, after retries)
+        ├── JobFailed          a remote job could not be run (infrastructure, after retries)
+        └── IncompleteInputs   a sandboxed compile lacked a file its inputs were guessed without
 
 Expected outcomes (a cache miss, "not cacheable", "not a compilation") are return values,
 never exceptions.
@@ -109,3 +110,7 @@ class NoSuitableWorker(Unavailable):
 
 class JobFailed(RemoteError):
     """A remote job failed for a reason other than its exit code (after any retries)."""
+
+
+class IncompleteInputs(RemoteError):
+    """A compile whose inputs were guessed (its package) failed on a file it was not given."""

@@ -232,7 +232,8 @@ class CompileService:
                     with open(path, "rb") as f:
                         digest = self.cas.put_bytes(paths.normalize_bytes(f.read()))
                 else:
-                    digest = self.cas.put_file(path)
+                    # A runner that wrote the file from the CAS already knows its digest.
+                    digest = run.output_digests.get(path) or self.cas.put_file(path)
                     self.hasher.prime(path, digest.hash)
             except FileNotFoundError:
                 return "missing-output"

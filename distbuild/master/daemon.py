@@ -36,7 +36,7 @@ class Master:
         self.cfg = cfg
         self.stats = Stats(cfg.home)
         self.cas = local_cas(cfg)
-        self.runners = make_runners(cfg)
+        self.runners = make_runners(cfg, self.cas)
         self.service = CompileService(
             cas=self.cas, ac=ActionCache(cfg.home / "ac", self.cas),
             runner=self.runners.primary, local=self.runners.local, stats=self.stats,

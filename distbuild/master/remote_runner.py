@@ -2,9 +2,15 @@
 
 How a job becomes an Action:
   * The input root mirrors the absolute paths of every file rustc reads: ``/ws/src/lib.rs``
-    becomes ``ws/src/lib.rs`` in the tree. Inputs are the dep-info sources (from a local
-    ``--emit=dep-info`` probe when ``job.inputs`` is None), every ``--extern`` file, every
-    loadable library in ``-L`` directories (minus this job's own outputs), and OUT_DIR.
+    becomes ``ws/src/lib.rs`` in the tree. Inputs are the sources (the recorded manifest's
+    when ``job.inputs`` is given, else the crate's package directory, else a dep-info probe:
+    see ``inputs.py``), every ``--extern`` file, every loadable library in ``-L``
+    directories (minus this job's own outputs), and OUT_DIR. When the sources were guessed
+    from the package and the compile fails on a missing file, ``IncompleteInputs`` sends it
+    back to be compiled in place.
+  * Blobs go through the master's local CAS: inputs are stored there and the scheduler is
+    sent what it lacks; outputs are fetched into it and copied out. The embedded cluster
+    shares that CAS, so it moves no blob bytes over gRPC at all.
   * Absolute paths under the job's roots (workspace, target dir, CARGO_HOME, cwd) in arguments
     and environment get the ``@@SANDBOX@@`` prefix, which the worker replaces by its sandbox
     path; ``--remap-path-prefix=@@SANDBOX@@=/`` keeps sandbox paths out of the artifacts, and
@@ -14,8 +20,9 @@ How a job becomes an Action:
   * Platform: executor, os, arch and the toolchain id (``rustc -vV`` release + commit).
 
 Any cluster problem raises a ``RemoteError`` (``Unavailable``, ``NoSuitableWorker``,
-``JobFailed``); the master then compiles locally and counts a fallback. A compile error is
-not a cluster problem: it comes back as a CompileRun with a nonzero exit code.
+``JobFailed``, ``IncompleteInputs``); the master then compiles locally and counts a fallback.
+A compile error is not a cluster problem: it comes back as a CompileRun with a nonzero exit
+code.
 """
 
 from __future__ import annotations
@@ -24,30 +31,43 @@ import logging
 import os
 import re
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from distbuild.actions import OutputFile
+from distbuild.cas import local_cas
 from distbuild.cas.digest import Digest, digest_file
 from distbuild.cas.remote import RemoteCAS
+from distbuild.cas.store import LocalCAS
 from distbuild.config import Config
-from distbuild.errors import DistbuildError, JobFailed, NoSuitableWorker, RemoteError, Unavailable
+from distbuild.errors import (
+    DistbuildError,
+    IncompleteInputs,
+    JobFailed,
+    NoSuitableWorker,
+    RemoteError,
+    Unavailable,
+)
 from distbuild.fsutil import write_atomic
+from distbuild.master.inputs import Inputs, missed_input, package_inputs, probe_inputs
 from distbuild.master.runner import CompileJob, CompileRun, CompileRunner
-from distbuild.rpc.server import BATCH_LIMIT, make_channel
-from distbuild.rustc.depinfo import parse_dep_info
+from distbuild.rpc.server import make_channel
+from distbuild.rustc.paths import TARGET
 from distbuild.scheduler.action_builder import InputFile, PreparedAction, prepare_action
 from distbuild.scheduler.client import JobView, SchedulerClient
 from distbuild.toolchain.ship import ship_toolchain
+from distbuild.worker.blob_cache import CachedStore
 from distbuild.worker.materialize import SANDBOX_ROOT
 from distbuild.worker.platform import host_platform, rustc_toolchain_id
 
 log = logging.getLogger(__name__)
 
 LOADABLE = (".rlib", ".rmeta", ".so", ".dylib", ".dll", ".a", ".lib", ".o")
+# What `-L dependency=DIR` is searched for: crates only. (Cargo's deps directory also holds
+# the object files of compiles in progress, which may vanish at any moment.)
+CRATE_FILES = (".rlib", ".rmeta", ".so", ".dylib", ".dll")
 SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib64/", "/etc/", "/proc/", "/sys/", "/dev/", "/opt/")
 # Environment variables naming the machine's tools rather than the build's files.
 KEEP_ENV = frozenset({"PATH", "HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "CARGO", "CARGO_HOME",
@@ -63,7 +83,7 @@ class RemoteRunner:
 
     def __init__(self, cfg: Config, fallback: CompileRunner | None = None, addr: str = "",
                  executor: str = "local", client_id: str = "", match_toolchain: bool = True,
-                 where: str = "remote"):
+                 where: str = "remote", cache: LocalCAS | None = None):
         self.cfg = cfg
         self.where = where  # how stats count these runs: the embedded worker is "local"
         self.addr = addr or cfg.scheduler.addr
@@ -72,6 +92,8 @@ class RemoteRunner:
         self.match_toolchain = match_toolchain
         self._channel = make_channel(self.addr, cfg)
         self.cas = RemoteCAS(self.addr, cfg, channel=self._channel)
+        # The master's own CAS in front of the scheduler's (see the module docstring).
+        self.store = CachedStore(cache or local_cas(cfg), self.cas)
         self.client = SchedulerClient(self.addr, cfg, client_id=client_id,
                                       channel=self._channel)
         self._digests: dict[tuple[str, int, int, int], Digest] = {}
@@ -98,8 +120,8 @@ class RemoteRunner:
 
     def _run(self, job: CompileJob, start: float) -> CompileRun:
         try:
-            prepared, outputs = self.prepare(job)
-            self.cas.upload(prepared.blobs)
+            prepared, outputs, exact = self.prepare(job)
+            self.store.upload(prepared.blobs)
             view = self._follow(prepared.digest)
             if view is None or not view.done:
                 raise JobFailed("the scheduler ended the job stream early")
@@ -107,15 +129,20 @@ class RemoteRunner:
                 cls = NoSuitableWorker if view.error_kind == "NoSuitableWorker" else JobFailed
                 raise cls(f"job {view.job_id}: {view.state.lower()}: {view.error}")
             result = view.result
-            self._download(result.output_files, outputs)
-            stdout = self._text(result.stdout_digest)
             stderr = self._text(result.stderr_digest)
+            if result.exit_code != 0 and not exact and missed_input(stderr):
+                raise IncompleteInputs(
+                    "the compile needs a file outside its package (compiling in place): "
+                    + stderr.decode(errors="replace")[-300:])
+            written = self._download(result.output_files, outputs)
+            stdout = self._text(result.stdout_digest)
         except RemoteError:
             raise
         except (DistbuildError, OSError, subprocess.SubprocessError) as e:
             raise RemoteError(f"remote execution failed: {e}") from e
         return CompileRun(result.exit_code, stdout, stderr, self.where,
-                          worker=result.metadata.worker, duration_s=time.monotonic() - start)
+                          worker=result.metadata.worker, duration_s=time.monotonic() - start,
+                          output_digests=written)
 
     def _follow(self, digest: Digest) -> JobView | None:
         """Submit and follow to the end; if the stream breaks (a scheduler restart), pick the
@@ -132,17 +159,17 @@ class RemoteRunner:
         return view
 
     # -- job -> action ----------------------------------------------------------------------
-    def prepare(self, job: CompileJob) -> tuple[PreparedAction, dict[str, str]]:
-        """The Action for ``job`` and a map output-path-in-tree -> local absolute path."""
+    def prepare(self, job: CompileJob) -> tuple[PreparedAction, dict[str, str], bool]:
+        """The Action for ``job``, a map output-path-in-tree -> local absolute path, and
+        whether its sources are known exactly (not guessed from the package)."""
         rustc, args = job.argv[0], job.argv[1:]
         scan = _scan_args(args, job.cwd)
         outputs = [os.path.normpath(os.path.join(job.cwd, o)) for o in job.outputs]
         outputs += scan.emitted
-        sources, via_dirs = ((job.inputs, []) if job.inputs is not None
-                             else self._probe_sources(job))
-        files: set[str] = set(sources) | set(scan.files)
+        found = self._sources(job, scan)
+        files: set[str] = set(found.files) | set(scan.files)
         for d in scan.lib_dirs:
-            files.update(_loadable(d))
+            files.update(_loadable(d, CRATE_FILES if d in scan.crate_dirs else LOADABLE))
         out_dir = job.env.get("OUT_DIR")
         if out_dir and os.path.isdir(out_dir):
             for dirpath, _, names in os.walk(out_dir):
@@ -158,8 +185,11 @@ class RemoteRunner:
             path = os.path.normpath(os.path.join(job.cwd, path))
             if _system(path) or not os.path.isfile(path):
                 continue
-            inputs[path.lstrip("/")] = InputFile(self._digest(path), Path(path),
-                                                 os.access(path, os.X_OK))
+            try:
+                digest = self._digest(path)
+            except FileNotFoundError:
+                continue  # gone since it was listed: nothing the compile could read either
+            inputs[path.lstrip("/")] = InputFile(digest, Path(path), os.access(path, os.X_OK))
         argv = _drop_incremental([rustc, f"--remap-path-prefix={SANDBOX_ROOT}=/",
                                   *(sub(a) for a in args)])
         env = {k: (v if k in KEEP_ENV else sub(v)) for k, v in job.env.items()}
@@ -170,7 +200,7 @@ class RemoteRunner:
                     ("toolchain", str(shipped.toolchain.digest) if shipped
                      else self._toolchain(rustc) if self.match_toolchain else ""))
         out_map = {o.lstrip("/"): o for o in outputs}
-        dirs = tuple(sorted({d.lstrip("/") for d in [*scan.out_dirs, *via_dirs]}))
+        dirs = tuple(sorted({d.lstrip("/") for d in [*scan.out_dirs, *found.dirs]}))
         prepared = prepare_action(
             argv, inputs, output_paths=tuple(out_map), env=env,
             working_directory=os.path.normpath(job.cwd).lstrip("/"),
@@ -178,25 +208,15 @@ class RemoteRunner:
             timeout_s=self.cfg.scheduler.job_timeout, dirs=dirs)
         if shipped is not None:
             prepared.blobs.update(shipped.blobs)
-        return prepared, out_map
+        return prepared, out_map, found.exact
 
-    def _probe_sources(self, job: CompileJob) -> tuple[list[str], list[str]]:
-        """Run rustc with only ``--emit=dep-info`` to learn which sources it reads (and the
-        directories their paths pass through)."""
-        with tempfile.TemporaryDirectory(prefix="distbuild-probe-") as tmp:
-            dep = os.path.join(tmp, "probe.d")
-            argv = [job.argv[0], *_probe_args(job.argv[1:]), f"--emit=dep-info={dep}",
-                    "--out-dir", tmp]
-            proc = subprocess.run(argv, cwd=job.cwd, env=job.env, capture_output=True,
-                                  stdin=subprocess.DEVNULL, timeout=600, check=False)
-            # rustc writes dep-info before type checking: a crate with errors still has one,
-            # and then compiles remotely to report them like a local run would.
-            if not os.path.exists(dep):
-                raise RemoteError("the dep-info probe failed (compiling locally): "
-                                  + proc.stderr.decode(errors="replace")[-500:])
-            with open(dep, encoding="utf-8", errors="surrogateescape") as f:
-                info = parse_dep_info(f.read(), job.cwd)
-            return info.sources, info.via_dirs
+    def _sources(self, job: CompileJob, scan: _Scan) -> Inputs:
+        """The recorded manifest's sources, else the package's files, else a probe's."""
+        if job.inputs is not None:
+            return Inputs(job.inputs)
+        target = job.roots.get(TARGET)
+        found = package_inputs(job, exclude=[*scan.out_dirs, *([target] if target else [])])
+        return found or probe_inputs(job, _probe_args(job.argv[1:]))
 
     def _digest(self, path: str) -> Digest:
         st = os.stat(path)
@@ -216,30 +236,33 @@ class RemoteRunner:
         return self._toolchains[rustc]
 
     # -- results ----------------------------------------------------------------------------
-    def _download(self, files: tuple[OutputFile, ...], out_map: dict[str, str]) -> None:
-        small: dict[Digest, list[tuple[str, int, bool]]] = {}
+    def _download(self, files: tuple[OutputFile, ...], out_map: dict[str, str]
+                  ) -> dict[str, Digest]:
+        """Write the outputs into place; returns the digest of each file written verbatim."""
+        self.store.ensure(f.digest for f in files)
+        written: dict[str, Digest] = {}
         for f in files:
             dest = out_map.get(f.path)
             if dest is None:
                 raise JobFailed(f"worker returned an output we did not ask for: {f.path!r}")
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             mode = 0o755 if f.is_executable else 0o644
-            if f.digest.size > BATCH_LIMIT and not dest.endswith(".d"):
-                self.cas.copy_to(f.digest, dest, mode)
+            if dest.endswith(".d"):
+                write_atomic(dest, [_unplace(self.store.get_bytes(f.digest))], mode)
             else:
-                small.setdefault(f.digest, []).append((dest, mode, dest.endswith(".d")))
-        for digest, data in self.cas.get_many(small):
-            for dest, mode, is_dep_info in small[digest]:
-                write_atomic(dest, [_unplace(data) if is_dep_info else data], mode)
+                self.store.local.copy_to(f.digest, dest, mode)
+                written[dest] = f.digest
+        return written
 
     def _text(self, digest: Digest | None) -> bytes:
-        return b"" if digest is None else _unplace(self.cas.get_bytes(digest))
+        return b"" if digest is None else _unplace(self.store.get_bytes(digest))
 
 
 class _Scan:
     def __init__(self) -> None:
         self.files: list[str] = []  # --extern files
         self.lib_dirs: list[str] = []  # -L directories
+        self.crate_dirs: set[str] = set()  # those of them given as -L dependency=DIR
         self.out_dirs: list[str] = []
         self.emitted: list[str] = []  # --emit kind=path outputs
 
@@ -266,7 +289,12 @@ def _scan_args(args: list[str], cwd: str) -> _Scan:
         if flag == "--extern" and "=" in value:
             s.files.append(absp(value.split("=", 1)[1]))
         elif flag == "-L":
-            s.lib_dirs.append(absp(value.split("=", 1)[1] if "=" in value else value))
+            kind, eq, d = value.partition("=")
+            if not eq:
+                kind, d = "", value
+            s.lib_dirs.append(absp(d))
+            if kind == "dependency":
+                s.crate_dirs.add(absp(d))
         elif flag == "--out-dir":
             s.out_dirs.append(absp(value))
         elif flag == "-o":
@@ -309,10 +337,10 @@ def _drop_incremental(argv: list[str]) -> list[str]:
     return out
 
 
-def _loadable(d: str) -> list[str]:
+def _loadable(d: str, suffixes: tuple[str, ...]) -> list[str]:
     try:
         with os.scandir(d) as entries:
-            return [e.path for e in entries if e.name.endswith(LOADABLE) and e.is_file()]
+            return [e.path for e in entries if e.name.endswith(suffixes) and e.is_file()]
     except OSError:
         return []
 

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from distbuild.cas.digest import Digest
+from distbuild.cas.store import LocalCAS
 from distbuild.config import Config, cpu_count
 from distbuild.errors import ConfigError
 
@@ -38,6 +40,9 @@ class CompileRun:
     where: str  # "local" | "remote"
     worker: str = ""
     duration_s: float = 0.0
+    # Outputs the runner wrote from verified CAS blobs (absolute path -> digest): the master
+    # records them without hashing them again.
+    output_digests: dict[str, Digest] = field(default_factory=dict)
 
 
 class CompileRunner(Protocol):
@@ -74,13 +79,15 @@ class Runners:
     close: Callable[[], None] = lambda: None
 
 
-def make_runners(cfg: Config) -> Runners:
-    """Remote with a scheduler configured; otherwise embedded (or direct, if configured)."""
+def make_runners(cfg: Config, cas: LocalCAS) -> Runners:
+    """Remote with a scheduler configured; otherwise embedded (or direct, if configured).
+    ``cas`` is the master's store, which remote runs fetch through (and embedded ones share)."""
     local = LocalRunner(cfg.master.jobs)
     if cfg.scheduler.addr:
         from distbuild.master.remote_runner import RemoteRunner
 
-        return Runners(RemoteRunner(cfg, fallback=local, executor=cfg.scheduler.executor), local)
+        return Runners(RemoteRunner(cfg, fallback=local, executor=cfg.scheduler.executor,
+                                    cache=cas), local)
     if cfg.master.execution == "direct":
         return Runners(local, local)
     if cfg.master.execution != "embedded":
@@ -88,7 +95,7 @@ def make_runners(cfg: Config) -> Runners:
                           f"not {cfg.master.execution!r}")
     from distbuild.scheduler.embedded import EmbeddedCluster
 
-    cluster = EmbeddedCluster(cfg).start()
+    cluster = EmbeddedCluster(cfg, cas).start()
     return Runners(IncrementalInPlace(cluster.runner(fallback=local), local), local, cluster.stop)
 
 

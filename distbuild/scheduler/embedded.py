@@ -3,10 +3,10 @@
 With no scheduler configured, the master can still run every miss through the same path as a
 cluster build (action, CAS upload, scheduling, sandboxed execution, download) by starting
 this. Everything stays on 127.0.0.1 with a random per-process token, and the scheduler's CAS
-and the worker's blob cache are the master's own local CAS directory, so no blob is stored
-twice.
+and the worker's blob cache are the master's own local CAS, so no blob is stored twice and
+none is sent over gRPC (each side finds the other's blobs already there).
 
-    cluster = EmbeddedCluster(cfg).start()
+    cluster = EmbeddedCluster(cfg, cas).start()
     runner = cluster.runner(fallback=LocalRunner(cfg.master.jobs))
     ...
     cluster.stop()
@@ -26,11 +26,11 @@ from distbuild.worker.agent import Worker
 
 
 class EmbeddedCluster:
-    def __init__(self, cfg: Config, capacity: int = 0):
+    def __init__(self, cfg: Config, cas: LocalCAS, capacity: int = 0):
         # A private token: nothing else on this machine may submit work to it.
         self.cfg = replace(cfg, auth=AuthConfig(token=secrets.token_hex(16)))
+        self.cas = cas
         data = cfg.home / "embedded"
-        cas = LocalCAS(cfg.cas_dir, cfg.cache.max_size, cfg.cache.gc_target)
         self.scheduler = SchedulerServer(self.cfg, "127.0.0.1:0", data_dir=data, cas=cas)
         self.worker = Worker(self.cfg, "embedded", self.scheduler.addr, capacity=capacity or
                              cfg.master.jobs or cpu_count(), executor="local", toolchains=(),
@@ -45,7 +45,7 @@ class EmbeddedCluster:
     def runner(self, fallback: CompileRunner | None = None) -> RemoteRunner:
         """A RemoteRunner bound to this cluster (toolchains are the local machine's own)."""
         return RemoteRunner(self.cfg, fallback=fallback, addr=self.addr, client_id="embedded",
-                            match_toolchain=False, where="local")
+                            match_toolchain=False, where="local", cache=self.cas)
 
     def stop(self) -> None:
         self.worker.stop()

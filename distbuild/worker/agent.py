@@ -90,6 +90,7 @@ class Worker:
             for ev in self._running.values():
                 ev.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.runner.close()
         self.server.stop(0.5)
         for executor in self.executors.values():
             executor.close()

@@ -1,8 +1,9 @@
 """A read-through blob cache: a LocalCAS with its own size cap in front of a remote CAS.
 
 Reads are served from the local cache when present and fetched (verified) otherwise; writes go
-to both. It implements the BlobStore protocol, so executors (docker toolchains, wasm modules)
-read through it like any store.
+to both, and the remote is sent only what it lacks, so when both are the same directory (the
+master's embedded cluster) no blob crosses gRPC. It implements the BlobStore protocol, so
+executors (docker toolchains, wasm modules) read through it like any store.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from distbuild.cas.digest import Digest, digest_file
 from distbuild.cas.remote import RemoteCAS
 from distbuild.cas.store import LocalCAS
+from distbuild.errors import CorruptBlob
+from distbuild.fsutil import write_atomic
 
 
 class CachedStore:
@@ -26,17 +29,26 @@ class CachedStore:
 
     def ensure(self, digests: Iterable[Digest]) -> int:
         """Fetch into the local cache whatever it lacks; returns how many were fetched."""
-        wanted = list(dict.fromkeys(digests))
-        n = self.remote.fetch_into(wanted, self.local)
-        self.fetched += n
-        self._account(sum(d.size for d in wanted))
-        return n
+        missing = [d for d in self.local.find_missing(dict.fromkeys(digests)) if d.size > 0]
+        if missing:
+            self.fetched += self.remote.fetch_into(missing, self.local)
+            self._account(sum(d.size for d in missing))
+        return len(missing)
 
-    def keep(self, digest: Digest, path: Path) -> None:
-        """Add a file this worker produced (already uploaded) to the local cache."""
-        if not self.local.contains(digest):
-            self.local.put_file(path)
-            self._account(digest.size)
+    def upload(self, blobs: dict[Digest, bytes | Path]) -> int:
+        """Store ``blobs`` in the local cache, then send the remote those it lacks; returns
+        how many were sent."""
+        added = 0
+        for digest, src in blobs.items():
+            if digest.size and not self.local.contains(digest):
+                stored = (self.local.put_bytes(src) if isinstance(src, bytes)
+                          else self.local.put_file(src))
+                if stored != digest:
+                    raise CorruptBlob(f"{src if isinstance(src, Path) else 'a blob'} changed "
+                                      f"while being stored: {stored}, expected {digest}")
+                added += digest.size
+        self._account(added)
+        return self.remote.upload(blobs)
 
     def contains(self, digest: Digest) -> bool:
         return self.local.contains(digest) or self.remote.contains(digest)
@@ -61,6 +73,9 @@ class CachedStore:
         return self.local.get_bytes(digest)
 
     def copy_to(self, digest: Digest, dest: str | Path, mode: int = 0o644) -> None:
+        if digest.size == 0:
+            write_atomic(dest, [], mode)
+            return
         self.ensure([digest])
         self.local.copy_to(digest, dest, mode)
 

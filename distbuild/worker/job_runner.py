@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,12 @@ class JobRunner:
         self.work_dir = work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.keep_sandboxes = keep_sandboxes
+        # Removing a sandbox of a few thousand files takes a while: not on the job's path.
+        self._cleaner = ThreadPoolExecutor(1, thread_name_prefix="sandbox-cleaner")
+
+    def close(self) -> None:
+        """Wait for finished sandboxes to be removed."""
+        self._cleaner.shutdown(wait=True)
 
     def run(self, job_id: str, action: Action, cancel: threading.Event) -> JobOutcome:
         sandbox = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self.work_dir))
@@ -77,7 +84,7 @@ class JobRunner:
                               retryable=True)
         finally:
             if not self.keep_sandboxes:
-                shutil.rmtree(sandbox, ignore_errors=True)
+                self._cleaner.submit(shutil.rmtree, sandbox, ignore_errors=True)
 
     def _executor(self, kind: str) -> Executor:
         if not kind:
@@ -129,7 +136,7 @@ class JobRunner:
                 std_digests.append(d)
             else:
                 std_digests.append(None)
-        self.store.remote.upload(blobs)
+        self.store.upload(blobs)
         return ActionResult(
             output_files=files, exit_code=outcome.exit_code, stdout_digest=std_digests[0],
             stderr_digest=std_digests[1],

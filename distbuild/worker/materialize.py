@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from distbuild.actions import Directory, OutputFile
-from distbuild.cas.digest import Digest, digest_bytes, digest_file
+from distbuild.cas.digest import Digest
 from distbuild.errors import PathEscape
 from distbuild.rpc.convert import decode_directory
 from distbuild.sandbox import check_relative, resolve_inside
@@ -159,17 +159,11 @@ def collect_outputs(sandbox: Path, output_paths: tuple[str, ...],
     blobs: dict[Digest, bytes | Path] = {}
     files = []
     for out, path, data, executable in found:
-        if data is not None:
-            digest = digest_bytes(data)
-            blobs[digest] = data
-        else:
-            digest = digest_file(path)
-            blobs[digest] = path
+        # Hashed once, while stored in the local cache: the next job here fetches nothing.
+        digest = store.local.put_bytes(data) if data is not None else store.local.put_file(path)
+        blobs[digest] = path if data is None else data
         files.append(OutputFile(out, digest, executable))
     store.remote.upload(blobs)
-    for digest, src in blobs.items():
-        if isinstance(src, Path):
-            store.keep(digest, src)  # the next job here that needs it fetches nothing
     return tuple(files)
 
 

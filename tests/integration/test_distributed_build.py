@@ -172,3 +172,46 @@ def test_embedded_keeps_incremental_compiles_in_place(tmp_path: Path,
     state.close()
     incremental = ws / "target" / "debug" / "incremental"
     assert len(list(incremental.iterdir())) >= 6
+
+
+def _two_member_workspace(root: Path) -> Path:
+    """`inside` reads a data file of its own package; `outside` one beside the workspace."""
+    root.mkdir(parents=True)
+    (root / "Cargo.toml").write_text(
+        '[workspace]\nresolver = "2"\nmembers = ["inside", "outside"]\n')
+    (root / "NOTICE.txt").write_text("notice v1")
+    for name, path in (("inside", "../data.txt"), ("outside", "../../NOTICE.txt")):
+        src = root / name / "src"
+        src.mkdir(parents=True)
+        (root / name / "Cargo.toml").write_text(
+            f'[package]\nname = "{name}"\nversion = "0.1.0"\nedition = "2021"\n')
+        (root / name / "data.txt").write_text(f"{name} data")
+        (src / "main.rs").write_text(f'fn main() {{ print!("{{}}", include_str!("{path}")); }}\n')
+    return root
+
+
+def test_embedded_compiles_in_place_what_reads_outside_its_package(tmp_path: Path) -> None:
+    """The embedded worker's sandbox holds the crate's package; a crate that reads a file
+    beyond it fails there on the missing file, compiles in place instead (one fallback), and
+    the file it read is in its manifest: changing it misses and rebuilds."""
+    ws = _two_member_workspace(tmp_path / "ws")
+    db = Distbuild(tmp_path / "client-home")
+    no_incremental = {"CARGO_INCREMENTAL": "0"}  # so members take the embedded path
+
+    def output(name: str) -> str:
+        return subprocess.run([str(ws / "target" / "debug" / name)], capture_output=True,
+                              text=True, check=True, timeout=30).stdout
+
+    try:
+        db.cargo("build", cwd=ws, env=no_incremental)
+        first = db.stats()
+        assert (output("inside"), output("outside")) == ("inside data", "notice v1")
+        (ws / "NOTICE.txt").write_text("notice v2")
+        db.zero()
+        db.cargo("build", cwd=ws, env=no_incremental)
+        second = db.stats()
+    finally:
+        db.stop()
+    assert (first["cache_misses"], first["executed_local"], first["fallbacks"]) == (2, 2, 1)
+    assert output("outside") == "notice v2"
+    assert (second["cache_misses"], second["fallbacks"]) == (1, 1), second
