@@ -18,6 +18,12 @@ How a job becomes an Action:
     strip when writing them here. argv[0] (rustc) and system paths stay as they are: the
     local executor uses the worker machine's toolchain at the same path.
   * Platform: executor, os, arch and the toolchain id (``rustc -vV`` release + commit).
+  * ``in_place`` (the embedded worker, which shares this machine's files): the Action is the
+    job's own command line, environment and working directory with an empty input root and
+    ``execution=in-place``; the worker runs it where it is and its outputs land in place, so
+    nothing is materialized, copied or rewritten, and incremental state is kept. Such an
+    Action does not name its inputs, so it is never cached by the scheduler (the master's own
+    cache, keyed by what rustc really read, is the one that matters).
 
 Any cluster problem raises a ``RemoteError`` (``Unavailable``, ``NoSuitableWorker``,
 ``JobFailed``, ``IncompleteInputs``); the master then compiles locally and counts a fallback.
@@ -59,6 +65,7 @@ from distbuild.scheduler.action_builder import InputFile, PreparedAction, prepar
 from distbuild.scheduler.client import JobView, SchedulerClient
 from distbuild.toolchain.ship import ship_toolchain
 from distbuild.worker.blob_cache import CachedStore
+from distbuild.worker.job_runner import IN_PLACE
 from distbuild.worker.materialize import SANDBOX_ROOT
 from distbuild.worker.platform import host_platform, rustc_toolchain_id
 
@@ -83,13 +90,15 @@ class RemoteRunner:
 
     def __init__(self, cfg: Config, fallback: CompileRunner | None = None, addr: str = "",
                  executor: str = "local", client_id: str = "", match_toolchain: bool = True,
-                 where: str = "remote", cache: LocalCAS | None = None):
+                 where: str = "remote", cache: LocalCAS | None = None,
+                 in_place: bool = False):
         self.cfg = cfg
         self.where = where  # how stats count these runs: the embedded worker is "local"
         self.addr = addr or cfg.scheduler.addr
         self.fallback = fallback
         self.executor = executor
         self.match_toolchain = match_toolchain
+        self.in_place = in_place
         self._channel = make_channel(self.addr, cfg)
         self.cas = RemoteCAS(self.addr, cfg, channel=self._channel)
         # The master's own CAS in front of the scheduler's (see the module docstring).
@@ -166,6 +175,14 @@ class RemoteRunner:
         scan = _scan_args(args, job.cwd)
         outputs = [os.path.normpath(os.path.join(job.cwd, o)) for o in job.outputs]
         outputs += scan.emitted
+        out_map = {o.lstrip("/"): o for o in outputs}
+        if self.in_place:
+            prepared = prepare_action(
+                job.argv, {}, output_paths=tuple(out_map), env=job.env,
+                working_directory=os.path.normpath(job.cwd).lstrip("/"),
+                platform=(("executor", self.executor), *host_platform(), IN_PLACE),
+                timeout_s=self.cfg.scheduler.job_timeout, do_not_cache=True)
+            return prepared, out_map, True
         found = self._sources(job, scan)
         files: set[str] = set(found.files) | set(scan.files)
         for d in scan.lib_dirs:
@@ -199,7 +216,6 @@ class RemoteRunner:
         platform = (("executor", self.executor), *host_platform(),
                     ("toolchain", str(shipped.toolchain.digest) if shipped
                      else self._toolchain(rustc) if self.match_toolchain else ""))
-        out_map = {o.lstrip("/"): o for o in outputs}
         dirs = tuple(sorted({d.lstrip("/") for d in [*scan.out_dirs, *found.dirs]}))
         prepared = prepare_action(
             argv, inputs, output_paths=tuple(out_map), env=env,
@@ -238,7 +254,11 @@ class RemoteRunner:
     # -- results ----------------------------------------------------------------------------
     def _download(self, files: tuple[OutputFile, ...], out_map: dict[str, str]
                   ) -> dict[str, Digest]:
-        """Write the outputs into place; returns the digest of each file written verbatim."""
+        """Write the outputs into place; returns the digest of each file written verbatim
+        (or, in place, found where the worker wrote it)."""
+        if self.in_place:
+            return {out_map[f.path]: f.digest for f in files
+                    if f.path in out_map and not f.path.endswith(".d")}
         self.store.ensure(f.digest for f in files)
         written: dict[str, Digest] = {}
         for f in files:

@@ -79,9 +79,14 @@ class Runners:
     close: Callable[[], None] = lambda: None
 
 
+EXECUTION_MODES = ("embedded", "sandboxed", "direct")
+
+
 def make_runners(cfg: Config, cas: LocalCAS) -> Runners:
-    """Remote with a scheduler configured; otherwise embedded (or direct, if configured).
-    ``cas`` is the master's store, which remote runs fetch through (and embedded ones share)."""
+    """Remote with a scheduler configured; otherwise as ``master.execution`` says: embedded
+    (in place, through the in-process scheduler and worker), sandboxed (the same, each compile
+    in a sandbox) or direct (rustc in place, no scheduler). ``cas`` is the master's store,
+    which remote runs fetch through and embedded ones share."""
     local = LocalRunner(cfg.master.jobs)
     if cfg.scheduler.addr:
         from distbuild.master.remote_runner import RemoteRunner
@@ -90,17 +95,21 @@ def make_runners(cfg: Config, cas: LocalCAS) -> Runners:
                                     cache=cas), local)
     if cfg.master.execution == "direct":
         return Runners(local, local)
-    if cfg.master.execution != "embedded":
-        raise ConfigError(f"master.execution must be 'embedded' or 'direct', "
+    if cfg.master.execution not in EXECUTION_MODES:
+        raise ConfigError(f"master.execution must be one of {', '.join(EXECUTION_MODES)}, "
                           f"not {cfg.master.execution!r}")
     from distbuild.scheduler.embedded import EmbeddedCluster
 
-    cluster = EmbeddedCluster(cfg, cas).start()
-    return Runners(IncrementalInPlace(cluster.runner(fallback=local), local), local, cluster.stop)
+    sandboxed = cfg.master.execution == "sandboxed"
+    cluster = EmbeddedCluster(cfg, cas, sandboxed=sandboxed).start()
+    runner: CompileRunner = cluster.runner(fallback=local)
+    if sandboxed:
+        runner = IncrementalInPlace(runner, local)
+    return Runners(runner, local, cluster.stop)
 
 
 class IncrementalInPlace:
-    """Embedded mode: a compile carrying ``-C incremental`` runs in place, the rest embedded.
+    """Sandboxed mode: a compile carrying ``-C incremental`` runs in place, the rest embedded.
 
     Cargo asks for incremental compilation of workspace members in the dev profile. Their
     incremental state lives in target/ and only helps in place: a sandbox would have to drop

@@ -26,7 +26,7 @@ from distbuild.rpc import convert
 from distbuild.rpc.server import bind, make_channel, make_server
 from distbuild.rpc.status import error_from_rpc, guarded
 from distbuild.worker.blob_cache import CachedStore
-from distbuild.worker.job_runner import JobOutcome, JobRunner
+from distbuild.worker.job_runner import IN_PLACE, JobOutcome, JobRunner
 from distbuild.worker.platform import host_platform, rustc_toolchain_id
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class Worker:
     def __init__(self, cfg: Config, worker_id: str, scheduler: str, port: int = 0,
                  capacity: int = 0, executor: str = "", host: str = "127.0.0.1",
                  toolchains: tuple[str, ...] = ("rustc",), work_dir: Path | None = None,
-                 cache: LocalCAS | None = None):
+                 cache: LocalCAS | None = None, in_place: bool = False):
         self.cfg = cfg
         self.worker_id = worker_id
         self.scheduler_addr = scheduler
@@ -54,8 +54,11 @@ class Worker:
         cache = cache or LocalCAS(base / "cache", cfg.worker.cache_max_size, cfg.cache.gc_target)
         self.store = CachedStore(cache, RemoteCAS(scheduler, cfg, channel=self.channel))
         self.executors = {k: make_executor(k, cfg, self.store) for k in self.kinds}
-        self.runner = JobRunner(worker_id, self.store, self.executors, base / "sandboxes")
-        props = [*(("executor", k) for k in self.kinds), *host_platform()]
+        # in_place: the master's embedded worker only (see job_runner.py)
+        self.runner = JobRunner(worker_id, self.store, self.executors, base / "sandboxes",
+                                in_place=in_place)
+        props = [*(("executor", k) for k in self.kinds), *host_platform(),
+                 *([IN_PLACE] if in_place else [])]
         if self.kind == "docker":  # runs whatever toolchain an action ships (by digest)
             props.append(("toolchain", "*"))
         else:

@@ -2,6 +2,12 @@
 
 Returns a ``JobOutcome``: either an ActionResult (the action ran, whatever its exit code) or an
 error with a kind and whether another worker might succeed (``retryable``).
+
+An action whose platform says ``execution=in-place`` is not materialized: its input root is
+this machine's own ``/`` and it runs in its working directory there, writing its outputs where
+they belong (Bazel's "local" strategy). Only a worker started with ``in_place=True`` (the
+master's embedded worker, which shares the master's files and CAS and takes work from nobody
+else) accepts such actions and advertises ``execution=in-place``, so a cluster never gets them.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from distbuild.actions import Action, ActionResult, ExecutionMetadata
+from distbuild.actions import Action, ActionResult, Command, ExecutionMetadata
 from distbuild.cas.digest import Digest, digest_bytes
 from distbuild.errors import (
     ActionCancelled,
@@ -42,6 +48,7 @@ log = logging.getLogger(__name__)
 # Executor failures that end the same way on every attempt (wasm limits, an invalid module).
 DETERMINISTIC_FAILURES = frozenset({"out of fuel", "memory limit", "output limit",
                                     "invalid module"})
+IN_PLACE = ("execution", "in-place")
 
 
 @dataclass
@@ -54,9 +61,9 @@ class JobOutcome:
 
 class JobRunner:
     def __init__(self, worker_id: str, store: CachedStore, executors: dict[str, Executor],
-                 work_dir: Path,
-                 keep_sandboxes: bool = False):
+                 work_dir: Path, keep_sandboxes: bool = False, in_place: bool = False):
         self.worker_id = worker_id
+        self.in_place = in_place
         self.store = store
         self.executors = executors  # by kind; the first is used when an action names none
         self.work_dir = work_dir
@@ -70,9 +77,18 @@ class JobRunner:
         self._cleaner.shutdown(wait=True)
 
     def run(self, job_id: str, action: Action, cancel: threading.Event) -> JobOutcome:
-        sandbox = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self.work_dir))
+        sandbox: Path | None = None
         try:
-            return JobOutcome(result=self._run(action, sandbox / "root", cancel))
+            command = decode_command(self.store.get_bytes(action.command_digest))
+            if IN_PLACE in command.platform + action.platform:
+                if not self.in_place:
+                    raise InvalidRequest(f"worker {self.worker_id} does not run actions in "
+                                         "place (execution=in-place)")
+                return JobOutcome(result=self._run(action, command, Path("/"), cancel))
+            sandbox = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self.work_dir))
+            root = sandbox / "root"
+            materialize(action.input_root_digest, root, self.store)
+            return JobOutcome(result=self._run(action, command, root, cancel, sandbox=True))
         except (InvalidRequest, BlobNotFound) as e:
             return JobOutcome(error=str(e), kind=type(e).__name__, retryable=False)
         except (ActionTimeout, ActionCancelled, LimitExceeded) as e:
@@ -83,7 +99,7 @@ class JobRunner:
             return JobOutcome(error=f"worker {self.worker_id}: {e}", kind="ExecutionError",
                               retryable=True)
         finally:
-            if not self.keep_sandboxes:
+            if sandbox is not None and not self.keep_sandboxes:
                 self._cleaner.submit(shutil.rmtree, sandbox, ignore_errors=True)
 
     def _executor(self, kind: str) -> Executor:
@@ -95,10 +111,10 @@ class JobRunner:
                                       f"(it offers {', '.join(self.executors)})")
         return executor
 
-    def _run(self, action: Action, root: Path, cancel: threading.Event) -> ActionResult:
+    def _run(self, action: Action, command: Command, root: Path, cancel: threading.Event,
+             sandbox: bool = False) -> ActionResult:
+        """Execute in ``root`` (a materialized sandbox, or ``/`` in place) and collect."""
         started = time.time()
-        command = decode_command(self.store.get_bytes(action.command_digest))
-        materialize(action.input_root_digest, root, self.store)
         prepare_outputs(root, command.output_paths)
         if command.working_directory:
             (root / command.working_directory).mkdir(parents=True, exist_ok=True)
@@ -125,8 +141,10 @@ class JobRunner:
             deterministic = outcome.failure in DETERMINISTIC_FAILURES
             raise (LimitExceeded if deterministic else ExecutionError)(
                 f"{outcome.failure}: {tail}")
-        files = collect_outputs(root, command.output_paths, self.store)
-        stdout, stderr = unsubstitute(outcome.stdout, root), unsubstitute(outcome.stderr, root)
+        files = collect_outputs(root, command.output_paths, self.store, placeholder=sandbox)
+        stdout, stderr = outcome.stdout, outcome.stderr
+        if sandbox:  # results never name the worker's private directory
+            stdout, stderr = unsubstitute(stdout, root), unsubstitute(stderr, root)
         blobs: dict[Digest, bytes | Path] = {}
         std_digests: list[Digest | None] = []
         for data in (stdout, stderr):

@@ -142,9 +142,12 @@ def expand_output_dirs(sandbox: Path, output_paths: tuple[str, ...]) -> list[str
     return paths
 
 
-def collect_outputs(sandbox: Path, output_paths: tuple[str, ...],
-                    store: CachedStore) -> tuple[OutputFile, ...]:
-    """Upload the outputs that exist (missing ones are simply absent, as in REAPI)."""
+def collect_outputs(sandbox: Path, output_paths: tuple[str, ...], store: CachedStore,
+                    placeholder: bool = True) -> tuple[OutputFile, ...]:
+    """Upload the outputs that exist (missing ones are simply absent, as in REAPI).
+
+    With ``placeholder``, the sandbox's path in dep-info files becomes ``SANDBOX_ROOT``.
+    """
     found: list[tuple[str, Path, bytes | None, bool]] = []
     root = str(sandbox).encode()
     for out in sorted(set(expand_output_dirs(sandbox, output_paths))):
@@ -153,7 +156,7 @@ def collect_outputs(sandbox: Path, output_paths: tuple[str, ...],
             continue
         executable = os.access(path, os.X_OK)
         data = None
-        if out.endswith(".d"):
+        if out.endswith(".d") and placeholder:
             data = path.read_bytes().replace(root, SANDBOX_ROOT.encode())
         found.append((out, path, data, executable))
     blobs: dict[Digest, bytes | Path] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,35 +130,26 @@ def test_no_suitable_worker_falls_back(tmp_path: Path, cluster: Cluster,
     assert stats["fallbacks"] > 0, stats
 
 
-def test_embedded_cluster_builds_fixture(tmp_path: Path, plain_app_output: str) -> None:
-    """With no scheduler configured (the default), every miss goes through the in-process
-    scheduler and local worker (scheduling, a sandbox) and the bin is right."""
-    import sqlite3
-
-    ws = copy_workspace(tmp_path / "ws")
-    db = Distbuild(tmp_path / "client-home")
-    try:
-        # Incremental compiles (workspace members in the dev profile) run in place; without
-        # incremental every miss takes the embedded scheduler's path.
-        db.cargo("build", cwd=ws, env={"CARGO_INCREMENTAL": "0"})
-        stats = db.stats()
-    finally:
-        db.stop()
-    assert run_app(ws) == plain_app_output
-    # The embedded worker is on this machine: its runs count as local.
-    assert stats["executed_local"] == stats["cache_misses"] == 8, stats
-    assert stats["executed_remote"] == 0 and stats["fallbacks"] == 0, stats
+def _embedded_jobs(db: Distbuild) -> list[tuple[str, str]]:
+    """(state, worker) of every job the master's embedded scheduler ran."""
     state = sqlite3.connect(str(db.home / "embedded" / "state.db"))
-    rows = state.execute("SELECT state, worker_id FROM jobs").fetchall()
-    state.close()
-    assert sorted(set(rows)) == [("COMPLETED", "embedded")] and len(rows) == 8, rows
+    try:
+        return state.execute("SELECT state, worker_id FROM jobs").fetchall()
+    finally:
+        state.close()
 
 
-def test_embedded_keeps_incremental_compiles_in_place(tmp_path: Path,
-                                                      plain_app_output: str) -> None:
-    """Workspace members compiled with -C incremental run in place and keep their state."""
-    import sqlite3
+def _sandboxed(db: Distbuild) -> Distbuild:
+    db.home.mkdir(parents=True, exist_ok=True)
+    (db.home / "config.toml").write_text('[master]\nexecution = "sandboxed"\n')
+    return db
 
+
+def test_embedded_cluster_builds_fixture_in_place(tmp_path: Path,
+                                                  plain_app_output: str) -> None:
+    """With no scheduler configured (the default), every miss goes through the in-process
+    scheduler and local worker, which compiles in place: incremental state is kept, the bin
+    is right, and nothing was sandboxed."""
     ws = copy_workspace(tmp_path / "ws")
     db = Distbuild(tmp_path / "client-home")
     try:
@@ -166,12 +158,50 @@ def test_embedded_keeps_incremental_compiles_in_place(tmp_path: Path,
     finally:
         db.stop()
     assert run_app(ws) == plain_app_output
+    # The embedded worker is on this machine: its runs count as local.
+    assert stats["executed_local"] == stats["cache_misses"] == 8, stats
+    assert stats["executed_remote"] == 0 and stats["fallbacks"] == 0, stats
+    rows = _embedded_jobs(db)
+    assert sorted(set(rows)) == [("COMPLETED", "embedded")] and len(rows) == 8, rows
+    assert len(list((ws / "target" / "debug" / "incremental").iterdir())) >= 6
+    assert list((db.home / "embedded" / "worker" / "sandboxes").iterdir()) == []
+
+
+def test_sandboxed_embedded_cluster_builds_fixture(tmp_path: Path,
+                                                   plain_app_output: str) -> None:
+    """execution = "sandboxed": every miss without incremental state is materialized into a
+    sandbox on the embedded worker, as on a cluster, and the bin is right."""
+    ws = copy_workspace(tmp_path / "ws")
+    db = _sandboxed(Distbuild(tmp_path / "client-home"))
+    try:
+        # Incremental compiles (workspace members in the dev profile) run in place; without
+        # incremental every miss takes the embedded scheduler's path.
+        db.cargo("build", cwd=ws, env={"CARGO_INCREMENTAL": "0"})
+        stats = db.stats()
+    finally:
+        db.stop()
+    assert run_app(ws) == plain_app_output
+    assert stats["executed_local"] == stats["cache_misses"] == 8, stats
+    assert stats["executed_remote"] == 0 and stats["fallbacks"] == 0, stats
+    rows = _embedded_jobs(db)
+    assert sorted(set(rows)) == [("COMPLETED", "embedded")] and len(rows) == 8, rows
+
+
+def test_sandboxed_keeps_incremental_compiles_in_place(tmp_path: Path,
+                                                       plain_app_output: str) -> None:
+    """execution = "sandboxed": workspace members compiled with -C incremental bypass the
+    sandbox (it would throw their state away) and keep their state."""
+    ws = copy_workspace(tmp_path / "ws")
+    db = _sandboxed(Distbuild(tmp_path / "client-home"))
+    try:
+        db.cargo("build", cwd=ws)
+        stats = db.stats()
+    finally:
+        db.stop()
+    assert run_app(ws) == plain_app_output
     assert stats["executed_local"] == 8, stats
-    state = sqlite3.connect(str(db.home / "embedded" / "state.db"))
-    assert state.execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
-    state.close()
-    incremental = ws / "target" / "debug" / "incremental"
-    assert len(list(incremental.iterdir())) >= 6
+    assert _embedded_jobs(db) == []
+    assert len(list((ws / "target" / "debug" / "incremental").iterdir())) >= 6
 
 
 def _two_member_workspace(root: Path) -> Path:
@@ -190,12 +220,12 @@ def _two_member_workspace(root: Path) -> Path:
     return root
 
 
-def test_embedded_compiles_in_place_what_reads_outside_its_package(tmp_path: Path) -> None:
-    """The embedded worker's sandbox holds the crate's package; a crate that reads a file
-    beyond it fails there on the missing file, compiles in place instead (one fallback), and
-    the file it read is in its manifest: changing it misses and rebuilds."""
+def test_sandboxed_compiles_in_place_what_reads_outside_its_package(tmp_path: Path) -> None:
+    """A sandbox holds the crate's package; a crate that reads a file beyond it fails there
+    on the missing file, compiles in place instead (one fallback), and the file it read is in
+    its manifest: changing it misses and rebuilds."""
     ws = _two_member_workspace(tmp_path / "ws")
-    db = Distbuild(tmp_path / "client-home")
+    db = _sandboxed(Distbuild(tmp_path / "client-home"))
     no_incremental = {"CARGO_INCREMENTAL": "0"}  # so members take the embedded path
 
     def output(name: str) -> str:

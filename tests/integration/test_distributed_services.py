@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -27,6 +28,7 @@ from distbuild.errors import (
     CorruptBlob,
     InvalidDigest,
     InvalidRequest,
+    NoSuitableWorker,
     Unavailable,
 )
 from distbuild.rpc import convert
@@ -328,6 +330,37 @@ def test_execute_batch_follows_every_action(tmp_path: Path, cluster: Cluster) ->
                                                                  ("FAILED", None)]
     refused = ends[5]
     assert (refused.job_id, refused.error_kind) == ("", "NoSuitableWorker")  # type: ignore[attr-defined]
+
+
+def test_cluster_workers_never_run_actions_in_place(tmp_path: Path, cluster: Cluster) -> None:
+    """An action asking for execution=in-place (the embedded worker's way) is refused by a
+    cluster with no such worker, and a job runner not made for it refuses it too: nothing
+    runs outside a sandbox."""
+    from distbuild.cas.store import LocalCAS
+    from distbuild.executors.local import LocalExecutor
+    from distbuild.worker.blob_cache import CachedStore
+    from distbuild.worker.job_runner import IN_PLACE, JobRunner
+
+    cluster.start_scheduler()
+    cluster.start_worker("w1", capacity=1)
+    marker = tmp_path / "ran-in-place"
+    action = prepare_action(["/bin/sh", "-c", f"touch {marker}"], {},
+                            platform=(*LOCAL, IN_PLACE), do_not_cache=True)
+    cas = RemoteCAS(cluster.addr, _cfg(tmp_path))
+    cas.upload(action.blobs)
+    with pytest.raises(NoSuitableWorker):
+        cluster.client().submit(action.digest)
+
+    local = LocalCAS(tmp_path / "runner-cas")
+    for blob in action.blobs.values():
+        local.put_bytes(blob if isinstance(blob, bytes) else blob.read_bytes())
+    runner = JobRunner("w2", CachedStore(local, cas), {"local": LocalExecutor()},
+                       tmp_path / "sandboxes")
+    outcome = runner.run("job-1", action.action, threading.Event())
+    runner.close()
+    assert (outcome.kind, outcome.retryable) == ("InvalidRequest", False), outcome
+    assert "does not run actions in place" in outcome.error
+    assert not marker.exists()
 
 
 def test_remote_runner_compiles_and_reports_errors(tmp_path: Path, cluster: Cluster) -> None:
