@@ -25,6 +25,7 @@ TOOL_COLORS = {
     "sccache": "#ff7f0e",
     "distbuild": "#1f77b4",
     "distbuild-direct": "#6baed6",
+    "distbuild-sandboxed": "#17becf",
     "distributed": "#9467bd",
 }
 

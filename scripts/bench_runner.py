@@ -22,6 +22,7 @@ from bench_tools import (
     ROOT,
     Distbuild,
     DistbuildDirect,
+    DistbuildSandboxed,
     Distributed,
     Floor,
     Sccache,
@@ -29,7 +30,8 @@ from bench_tools import (
     stats_delta,
 )
 
-ALL_TOOLS = ("cargo", "floor", "sccache", "distbuild", "distbuild-direct", "distributed")
+ALL_TOOLS = ("cargo", "floor", "sccache", "distbuild", "distbuild-direct", "distbuild-sandboxed",
+             "distributed")
 DISTBUILDS = ("distbuild", "distbuild-direct")  # the default configuration, then direct
 
 
@@ -282,6 +284,7 @@ class Bench:
             "sccache": Sccache(self.scratch),
             "distbuild": Distbuild(self.scratch),
             "distbuild-direct": DistbuildDirect(self.scratch),
+            "distbuild-sandboxed": DistbuildSandboxed(self.scratch),
             "distributed": Distributed(self.scratch),
         }
         live: dict[str, Tool] = {}
@@ -336,18 +339,21 @@ class Bench:
                         and r == 0
                     ):
                         self.incremental(live[name])
-                if "distributed" in live:
-                    dist = live["distributed"]
-                    try:
-                        self.from_clean(
-                            dist,
-                            "distributed-cold",
-                            "cold",
-                            "cargo-distbuild, scheduler + 2 workers: cold, from clean",
-                            fresh=True,
-                        )
-                    finally:
-                        dist.stop()
+                for name, what in (
+                    ("distbuild-sandboxed", "cargo-distbuild, every miss sandboxed"),
+                    ("distributed", "cargo-distbuild, scheduler + 2 workers"),
+                ):
+                    if name in live:
+                        try:
+                            self.from_clean(
+                                live[name],
+                                f"{name}-cold",
+                                "cold",
+                                f"{what}: cold, from clean",
+                                fresh=True,
+                            )
+                        finally:
+                            live[name].stop()
             for r in range(self.args.runs):
                 self.log(f"warm round {r + 1}/{self.args.runs}")
                 if floor and "floor" not in self.broken:
@@ -375,7 +381,8 @@ class Bench:
                 from bench_micro import run_micro
 
                 self.log("micro-benchmarks")
-                ok = {n: t for n, t in live.items() if n != "distributed" and n not in self.broken}
+                cold_only = ("distributed", "distbuild-sandboxed")
+                ok = {n: t for n, t in live.items() if n not in cold_only and n not in self.broken}
                 self.micro = run_micro(self, ok)
         finally:
             for tool in tools.values():

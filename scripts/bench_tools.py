@@ -307,6 +307,19 @@ class DistbuildDirect(Distbuild):
         (self.home / "config.toml").write_text('[master]\nexecution = "direct"\n')
 
 
+class DistbuildSandboxed(Distbuild):
+    """cargo-distbuild with ``[master] execution = "sandboxed"``: the embedded worker builds a
+    sandbox of every miss's inputs, as a cluster worker does (cold builds only: hits are the
+    same code as the default's)."""
+
+    name = "distbuild-sandboxed"
+    label = "cargo-distbuild (execution=sandboxed)"
+
+    def start(self) -> None:
+        super().start()
+        (self.home / "config.toml").write_text('[master]\nexecution = "sandboxed"\n')
+
+
 class Distributed(Distbuild):
     """cargo-distbuild with a local scheduler and two workers (each with its own home)."""
 
