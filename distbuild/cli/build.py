@@ -40,14 +40,15 @@ def register(sub: Any) -> None:
 def cmd_cargo(args: argparse.Namespace) -> int:
     cfg = load_config()
     shim = client.install_fast_shim(cfg)
+    env = dict(os.environ)
+    metadata = start_metadata(env)  # runs while the master starts
     try:
         client.ensure_running(cfg)
         before = client.stats(cfg)
     except Unavailable as e:
         err_console.print(f"[yellow]warning:[/yellow] {e}; every rustc falls back to itself")
         before = None
-    env = dict(os.environ)
-    add_c_prefix_maps(env)
+    add_c_prefix_maps(env, metadata)
     var = "RUSTC_WORKSPACE_WRAPPER" if args.workspace_only else "RUSTC_WRAPPER"
     env[var] = str(shim)
     env["DISTBUILD_HOME"] = str(cfg.home)
@@ -62,19 +63,35 @@ def cmd_cargo(args: argparse.Namespace) -> int:
     return code
 
 
-def add_c_prefix_maps(env: dict[str, str]) -> None:
+def start_metadata(env: dict[str, str]) -> subprocess.Popen[bytes] | None:
+    """``cargo metadata`` for the workspace's roots, started in the background."""
+    try:
+        return subprocess.Popen(
+            ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+
+
+def add_c_prefix_maps(env: dict[str, str], metadata: subprocess.Popen[bytes] | None) -> None:
     """Append ``-ffile-prefix-map`` flags to CFLAGS and CXXFLAGS.
 
     Build scripts compile C code themselves (the cc crate honours CFLAGS); with debug info the
     objects embed the checkout path, so the static library a -sys crate links would differ per
     checkout and it, and everything depending on it, would miss in another directory.
     """
+    if metadata is None:
+        return
     try:
-        meta = json.loads(subprocess.run(
-            ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
-            capture_output=True, check=True, env=env, timeout=60).stdout)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return  # not in a Cargo project (cargo itself will say so)
+        out, _ = metadata.communicate(timeout=60)
+        if metadata.returncode != 0:
+            return  # not in a Cargo project (cargo itself will say so)
+        meta = json.loads(out)
+    except (subprocess.SubprocessError, ValueError):
+        metadata.kill()
+        metadata.wait()
+        return
     flags = c_prefix_map_flags(meta["workspace_root"], meta["target_directory"],
                                default_cargo_home(env))
     for var in ("CFLAGS", "CXXFLAGS"):

@@ -59,6 +59,8 @@ class CompileService:
         classified = rargs.classify(argv, cwd)
         if isinstance(classified, rargs.Passthrough):
             self.stats.incr("passthrough")
+            if argv:
+                self.toolchains.prefetch(argv[0], env)
             return Reply(exec_rustc=True, outcome="passthrough")
         self.stats.incr("compile_requests")
         if isinstance(classified, rargs.NotCacheable):

@@ -1,6 +1,6 @@
 """Which source files a rustc job reads, found before it runs: what its sandbox must hold.
 
-Two ways, tried in this order when the job has no recorded manifest:
+Two ways, tried in this order:
 
 * **the package** (``package_inputs``): every file under the crate's package directory
   (``CARGO_MANIFEST_DIR``), minus the target directory, hidden directories and nested

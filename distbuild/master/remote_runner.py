@@ -2,12 +2,11 @@
 
 How a job becomes an Action:
   * The input root mirrors the absolute paths of every file rustc reads: ``/ws/src/lib.rs``
-    becomes ``ws/src/lib.rs`` in the tree. Inputs are the sources (the recorded manifest's
-    when ``job.inputs`` is given, else the crate's package directory, else a dep-info probe:
-    see ``inputs.py``), every ``--extern`` file, every loadable library in ``-L``
-    directories (minus this job's own outputs), and OUT_DIR. When the sources were guessed
-    from the package and the compile fails on a missing file, ``IncompleteInputs`` sends it
-    back to be compiled in place.
+    becomes ``ws/src/lib.rs`` in the tree. Inputs are the sources (the crate's package
+    directory, else what a dep-info probe reports: see ``inputs.py``), every ``--extern``
+    file, every loadable library in ``-L`` directories (minus this job's own outputs), and
+    OUT_DIR. When the sources were guessed from the package and the compile fails on a
+    missing file, ``IncompleteInputs`` sends it back to be compiled in place.
   * Blobs go through the master's local CAS: inputs are stored there and the scheduler is
     sent what it lacks; outputs are fetched into it and copied out. The embedded cluster
     shares that CAS, so it moves no blob bytes over gRPC at all.
@@ -177,12 +176,7 @@ class RemoteRunner:
         outputs += scan.emitted
         out_map = {o.lstrip("/"): o for o in outputs}
         if self.in_place:
-            prepared = prepare_action(
-                job.argv, {}, output_paths=tuple(out_map), env=job.env,
-                working_directory=os.path.normpath(job.cwd).lstrip("/"),
-                platform=(("executor", self.executor), *host_platform(), IN_PLACE),
-                timeout_s=self.cfg.scheduler.job_timeout, do_not_cache=True)
-            return prepared, out_map, True
+            return self._in_place_action(job, out_map), out_map, True
         found = self._sources(job, scan)
         files: set[str] = set(found.files) | set(scan.files)
         for d in scan.lib_dirs:
@@ -226,10 +220,16 @@ class RemoteRunner:
             prepared.blobs.update(shipped.blobs)
         return prepared, out_map, found.exact
 
+    def _in_place_action(self, job: CompileJob, out_map: dict[str, str]) -> PreparedAction:
+        """The job as it is, to run where it is (see the module docstring)."""
+        return prepare_action(
+            job.argv, {}, output_paths=tuple(out_map), env=job.env,
+            working_directory=os.path.normpath(job.cwd).lstrip("/"),
+            platform=(("executor", self.executor), *host_platform(), IN_PLACE),
+            timeout_s=self.cfg.scheduler.job_timeout, do_not_cache=True)
+
     def _sources(self, job: CompileJob, scan: _Scan) -> Inputs:
-        """The recorded manifest's sources, else the package's files, else a probe's."""
-        if job.inputs is not None:
-            return Inputs(job.inputs)
+        """The package's files, else a probe's."""
         target = job.roots.get(TARGET)
         found = package_inputs(job, exclude=[*scan.out_dirs, *([target] if target else [])])
         return found or probe_inputs(job, _probe_args(job.argv[1:]))

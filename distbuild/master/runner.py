@@ -9,6 +9,7 @@ and counts the fallback.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import threading
 import time
@@ -21,6 +22,8 @@ from distbuild.cas.store import LocalCAS
 from distbuild.config import Config, cpu_count
 from distbuild.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class CompileJob:
@@ -28,7 +31,6 @@ class CompileJob:
     env: dict[str, str]  # complete environment for rustc (jobserver variables removed)
     cwd: str  # absolute working directory
     outputs: list[str]  # absolute paths of every file the compile produces
-    inputs: list[str] | None = None  # absolute input paths when known (from a manifest)
     roots: dict[str, str] = field(default_factory=dict)  # placeholder -> absolute root path
 
 
@@ -98,14 +100,47 @@ def make_runners(cfg: Config, cas: LocalCAS) -> Runners:
     if cfg.master.execution not in EXECUTION_MODES:
         raise ConfigError(f"master.execution must be one of {', '.join(EXECUTION_MODES)}, "
                           f"not {cfg.master.execution!r}")
-    from distbuild.scheduler.embedded import EmbeddedCluster
-
     sandboxed = cfg.master.execution == "sandboxed"
-    cluster = EmbeddedCluster(cfg, cas, sandboxed=sandboxed).start()
-    runner: CompileRunner = cluster.runner(fallback=local)
-    if sandboxed:
-        runner = IncrementalInPlace(runner, local)
-    return Runners(runner, local, cluster.stop)
+
+    def start() -> tuple[CompileRunner, Callable[[], None]]:
+        from distbuild.scheduler.embedded import EmbeddedCluster
+
+        cluster = EmbeddedCluster(cfg, cas, sandboxed=sandboxed).start()
+        runner: CompileRunner = cluster.runner(fallback=local)
+        return (IncrementalInPlace(runner, local) if sandboxed else runner), cluster.stop
+
+    starting = StartingRunner(start, local)
+    return Runners(starting, local, starting.close)
+
+
+class StartingRunner:
+    """A runner started in the background (the embedded cluster: gRPC imports and two servers,
+    about 0.3 s), so the master answers hits and queries at once; a miss waits for it. If it
+    cannot start, misses run on ``fallback`` (a cache problem never fails a build)."""
+
+    def __init__(self, start: Callable[[], tuple[CompileRunner, Callable[[], None]]],
+                 fallback: CompileRunner):
+        self._runner = fallback
+        self._stop: Callable[[], None] = lambda: None
+        self._ready = threading.Event()
+        threading.Thread(target=self._start, args=(start,), name="runner-start",
+                         daemon=True).start()
+
+    def _start(self, start: Callable[[], tuple[CompileRunner, Callable[[], None]]]) -> None:
+        try:
+            self._runner, self._stop = start()
+        except Exception:  # noqa: BLE001 - logged; misses then compile in place
+            log.exception("the embedded scheduler did not start; compiling in place instead")
+        finally:
+            self._ready.set()
+
+    def run(self, job: CompileJob) -> CompileRun:
+        self._ready.wait()
+        return self._runner.run(job)
+
+    def close(self) -> None:
+        self._ready.wait()
+        self._stop()
 
 
 class IncrementalInPlace:

@@ -65,6 +65,8 @@ class ToolchainRegistry:
         self._file = home / "toolchains.json"
         self._lock = threading.Lock()
         self._mem: dict[str, tuple[str, Toolchain]] = {}  # rustc -> (rustc stat sig, toolchain)
+        self._prefetched: set[str] = set()
+        self._prefetch_lock = threading.Lock()  # not _lock: that one is held while hashing
         try:
             self._disk: dict[str, dict[str, str]] = json.loads(self._file.read_text())
         except (OSError, ValueError):
@@ -83,6 +85,23 @@ class ToolchainRegistry:
             tc = self._identify_slow(rustc, env)
             self._mem[rustc] = (quick, tc)
             return tc
+
+    def prefetch(self, rustc: str, env: dict[str, str] | None = None) -> None:
+        """Start identifying ``rustc`` in the background, once per path. Cargo asks
+        ``rustc -vV`` before it compiles anything, so the first compile finds the (possibly
+        freshly hashed) identity ready instead of waiting for it."""
+        with self._prefetch_lock:
+            if rustc in self._prefetched or rustc in self._mem:
+                return
+            self._prefetched.add(rustc)
+
+        def work() -> None:
+            try:
+                self.identify(rustc, env)
+            except ExecutorUnavailable:
+                pass  # the compile that needs it reports it
+
+        threading.Thread(target=work, name="toolchain-prefetch", daemon=True).start()
 
     def _identify_slow(self, rustc: str, env: dict[str, str] | None) -> Toolchain:
         run_env = {k: v for k, v in (env or os.environ).items()
