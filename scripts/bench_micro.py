@@ -381,6 +381,9 @@ def hit_path(
         out["rest_of_hit_ms"] = round(
             hit["p50_ms"] - out["interpreter_start_ms"] - out["shim_import_ms"], 2
         )
+    else:  # a compiled shim: the process, then the master's part
+        out["shim"] = str(shim)
+        out["rest_of_hit_ms"] = round(hit["p50_ms"] - out["spawn_true_ms"], 2)
     timing = {
         k: v
         for k, v in (hit.get("stats") or {}).items()

@@ -41,6 +41,16 @@ def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, nd)
 
 
+def hit_split(path: dict[str, Any]) -> str:
+    """Where a hit's p50 goes, for an interpreted or a compiled shim."""
+    rest = f"rest (master round trip + restore) {path.get('rest_of_hit_ms')} ms"
+    if "interpreter_start_ms" not in path:
+        return f"process spawn {path.get('spawn_true_ms')} ms, compiled shim; {rest}"
+    return (f"process spawn {path.get('spawn_true_ms')} ms, interpreter start "
+            f"{path.get('interpreter_start_ms')} ms, shim import {path.get('shim_import_ms')} "
+            f"ms, {rest}")
+
+
 def to_json(bench: Any, args: Any, host: dict[str, Any], started: dt.datetime) -> dict[str, Any]:
     by_id = {s.id: s for s in bench.scenarios if s.status == "ok" and s.samples}
     scenarios = []
@@ -200,6 +210,7 @@ def _fmt(x: Any, unit: str = "", nd: int = 2) -> str:
 
 def print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(width=160)
@@ -293,11 +304,7 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{x['compilations']} compilations"
             )
     for variant, path in (micro.get("hit_path") or {}).items():
-        console.print(
-            f"hit path {variant}: spawn {path.get('spawn_true_ms')} ms, interpreter "
-            f"{path.get('interpreter_start_ms')} ms, shim import {path.get('shim_import_ms')} ms,"
-            f" rest (master round trip + restore) {path.get('rest_of_hit_ms')} ms"
-        )
+        console.print(f"hit path {variant}: {hit_split(path)}", markup=False)
         prof = path.get("profile") or {}
         if prof.get("top_inclusive"):
             console.print(
@@ -309,7 +316,7 @@ def print_table(report: dict[str, Any]) -> None:
         tt.add_column(col)
     for x in report["targets"]:
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]n/a[/]"}[x["met"]]
-        tt.add_row(x["target"], x["measured"] or "not measured", met)
+        tt.add_row(escape(x["target"]), escape(x["measured"] or "not measured"), met)
     console.print(tt)
 
 
@@ -379,12 +386,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
             )
     for variant, path in (micro.get("hit_path") or {}).items():
         lines.append("")
-        lines.append(
-            f"Hit path of {variant} (p50): process spawn {path.get('spawn_true_ms')} ms, "
-            f"interpreter start {path.get('interpreter_start_ms')} ms, shim import "
-            f"{path.get('shim_import_ms')} ms, rest (master round trip + restore) "
-            f"{path.get('rest_of_hit_ms')} ms."
-        )
+        lines.append(f"Hit path of {variant} (p50): {hit_split(path)}.")
         prof = path.get("profile") or {}
         if prof.get("top_own"):
             lines.append(

@@ -19,6 +19,7 @@ from distbuild.cli.render import err_console
 from distbuild.config import load_config
 from distbuild.errors import Unavailable
 from distbuild.master import client
+from distbuild.master.shim import install_shim
 from distbuild.rustc.paths import c_prefix_map_flags, default_cargo_home
 
 CARGO_COMMANDS = ("build", "check", "test")
@@ -39,7 +40,7 @@ def register(sub: Any) -> None:
 
 def cmd_cargo(args: argparse.Namespace) -> int:
     cfg = load_config()
-    shim = client.install_fast_shim(cfg)
+    shim = install_shim(cfg)
     env = dict(os.environ)
     metadata = start_metadata(env)  # runs while the master starts
     try:

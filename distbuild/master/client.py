@@ -1,22 +1,13 @@
-"""Talking to the local master from CLI commands: start, ping, stats, stop.
-
-Also installs the fast shim: a copy of ``distbuild_wrap`` under ``<home>/bin`` whose shebang
-runs the interpreter with ``-I -S`` (no site-packages scan), which is what
-``cargo distbuild build`` points RUSTC_WRAPPER at. The ``distbuild-wrap`` console script works
-too, only a few milliseconds slower per invocation.
-"""
+"""Talking to the local master from CLI commands: start, ping, stats, stop."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import py_compile
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from distbuild.config import Config
@@ -89,40 +80,3 @@ def ensure_running(cfg: Config, timeout: float = 15.0) -> int:
             return pid
         time.sleep(0.05)
     raise Unavailable(f"the master did not start within {timeout:.0f} s; see {cfg.home}/master.log")
-
-
-def install_fast_shim(cfg: Config) -> Path:
-    """Install ``<home>/bin/distbuild-wrap`` (when changed) and return its path.
-
-    The launcher runs the interpreter with ``-I -S`` (no site-packages scan) and imports the
-    shim from a private copy whose bytecode is compiled here, so no invocation pays for
-    parsing it.
-    """
-    spec = importlib.util.find_spec("distbuild_wrap")
-    if spec is None or spec.origin is None:
-        raise Unavailable("the distbuild_wrap module is not installed")
-    source = Path(spec.origin).read_text()
-    bin_dir = cfg.home / "bin"
-    lib_dir = bin_dir / "lib"
-    module = lib_dir / "distbuild_wrap.py"
-    launcher = bin_dir / "distbuild-wrap"
-    content = (f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(lib_dir)!r})\n"
-               "import distbuild_wrap\ndistbuild_wrap.run()\n")
-    try:
-        if module.read_text() == source and launcher.read_text() == content:
-            return launcher
-    except OSError:
-        pass
-    lib_dir.mkdir(parents=True, exist_ok=True)
-    _write_replace(module, source, 0o644)
-    py_compile.compile(str(module), cfile=importlib.util.cache_from_source(str(module)),
-                       doraise=True)
-    _write_replace(launcher, content, 0o755)
-    return launcher
-
-
-def _write_replace(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    os.replace(tmp, path)

@@ -1,4 +1,8 @@
-"""The shim never breaks a build: fallbacks, DISTBUILD_DISABLE, passthrough."""
+"""The shim never breaks a build: fallbacks, DISTBUILD_DISABLE, passthrough.
+
+Every test runs against both builds of the shim: the Python one (the ``distbuild-wrap``
+console script) and the compiled one ``cargo distbuild`` installs when rustc can build it.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from distbuild.master.shim import native_shim
 from tests.conftest import BIN_DIR, Distbuild, run_app
 
-SHIM = str(BIN_DIR / "distbuild-wrap")
+
+@pytest.fixture(params=["python", "compiled"])
+def shim(request: pytest.FixtureRequest) -> str:
+    if request.param == "python":
+        return str(BIN_DIR / "distbuild-wrap")
+    native = native_shim()
+    assert native is not None, "rustc could not build wrapper/distbuild_wrap.rs"
+    return str(native)
 
 
 def _rustc() -> str:
@@ -20,10 +32,10 @@ def _rustc() -> str:
                           check=True).stdout.strip()
 
 
-def test_passthrough_version_query(distbuild: Distbuild) -> None:
+def test_passthrough_version_query(distbuild: Distbuild, shim: str) -> None:
     """`distbuild-wrap rustc -vV` prints exactly what rustc prints."""
     direct = subprocess.run([_rustc(), "-vV"], capture_output=True, text=True, check=True)
-    wrapped = subprocess.run([SHIM, _rustc(), "-vV"], capture_output=True, text=True,
+    wrapped = subprocess.run([shim, _rustc(), "-vV"], capture_output=True, text=True,
                              env=distbuild.env, check=True, timeout=60)
     assert wrapped.stdout == direct.stdout
     assert distbuild.stats()["passthrough"] == 1
@@ -31,9 +43,9 @@ def test_passthrough_version_query(distbuild: Distbuild) -> None:
 
 @pytest.mark.slow
 def test_unreachable_master_falls_back_and_counts(distbuild: Distbuild, workspace: Path,
-                                                  plain_app_output: str) -> None:
+                                                  plain_app_output: str, shim: str) -> None:
     """When the master cannot start, every rustc runs directly and each fallback is counted."""
-    env = {**distbuild.env, "RUSTC_WRAPPER": SHIM, "DISTBUILD_PYTHON": "/bin/false",
+    env = {**distbuild.env, "RUSTC_WRAPPER": shim, "DISTBUILD_PYTHON": "/bin/false",
            "DISTBUILD_CONNECT_WAIT": "0.1"}
     subprocess.run(["cargo", "build", "-q"], cwd=workspace, env=env, check=True, timeout=600,
                    capture_output=True)
@@ -46,9 +58,9 @@ def test_unreachable_master_falls_back_and_counts(distbuild: Distbuild, workspac
 
 @pytest.mark.slow
 def test_disable_bypasses_everything(distbuild: Distbuild, workspace: Path,
-                                     plain_app_output: str) -> None:
+                                     plain_app_output: str, shim: str) -> None:
     """DISTBUILD_DISABLE=1: rustc runs directly, no master is started, nothing is counted."""
-    env = {**distbuild.env, "RUSTC_WRAPPER": SHIM, "DISTBUILD_DISABLE": "1"}
+    env = {**distbuild.env, "RUSTC_WRAPPER": shim, "DISTBUILD_DISABLE": "1"}
     subprocess.run(["cargo", "build", "-q"], cwd=workspace, env=env, check=True, timeout=600,
                    capture_output=True)
     assert run_app(workspace) == plain_app_output
@@ -56,8 +68,11 @@ def test_disable_bypasses_everything(distbuild: Distbuild, workspace: Path,
     assert not (distbuild.home / "fallbacks").exists()
 
 
-def test_garbage_from_master_means_fallback(tmp_path: Path) -> None:
-    """A master that answers nonsense is treated as unavailable: rustc runs, output intact."""
+@pytest.mark.parametrize("answer", [b"HTTP/1.1 500 nope\r\n\r\n", b"DBR1\xff\x00\x00\x00R",
+                                    b""])
+def test_garbage_from_master_means_fallback(tmp_path: Path, shim: str, answer: bytes) -> None:
+    """A master that answers nonsense, a truncated reply or nothing (dies mid-request) is
+    treated as unavailable: rustc runs, output intact, one fallback counted."""
     home = tmp_path / "home"
     home.mkdir()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -69,12 +84,12 @@ def test_garbage_from_master_means_fallback(tmp_path: Path) -> None:
         conn, _ = server.accept()
         with conn:
             conn.recv(1 << 16)
-            conn.sendall(b"HTTP/1.1 500 nope\r\n\r\n")
+            conn.sendall(answer)
 
     t = threading.Thread(target=answer_garbage, daemon=True)
     t.start()
     env = {**os.environ, "DISTBUILD_HOME": str(home)}
-    out = subprocess.run([SHIM, _rustc(), "-vV"], capture_output=True, text=True, env=env,
+    out = subprocess.run([shim, _rustc(), "-vV"], capture_output=True, text=True, env=env,
                          timeout=60, check=True)
     t.join(timeout=10)
     server.close()
