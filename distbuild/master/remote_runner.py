@@ -9,7 +9,7 @@ How a job becomes an Action:
     missing file, ``IncompleteInputs`` sends it back to be compiled in place.
   * Blobs go through the master's local CAS: inputs are stored there and the scheduler is
     sent what it lacks; outputs are fetched into it and copied out. The embedded cluster
-    shares that CAS, so it moves no blob bytes over gRPC at all.
+    shares that CAS, so nothing is sent or fetched over gRPC at all.
   * Absolute paths under the job's roots (workspace, target dir, CARGO_HOME, cwd) in arguments
     and environment get the ``@@SANDBOX@@`` prefix, which the worker replaces by its sandbox
     path; ``--remap-path-prefix=@@SANDBOX@@=/`` keeps sandbox paths out of the artifacts, and
@@ -90,7 +90,7 @@ class RemoteRunner:
     def __init__(self, cfg: Config, fallback: CompileRunner | None = None, addr: str = "",
                  executor: str = "local", client_id: str = "", match_toolchain: bool = True,
                  where: str = "remote", cache: LocalCAS | None = None,
-                 in_place: bool = False):
+                 in_place: bool = False, shared_cache: bool = False):
         self.cfg = cfg
         self.where = where  # how stats count these runs: the embedded worker is "local"
         self.addr = addr or cfg.scheduler.addr
@@ -100,8 +100,9 @@ class RemoteRunner:
         self.in_place = in_place
         self._channel = make_channel(self.addr, cfg)
         self.cas = RemoteCAS(self.addr, cfg, channel=self._channel)
-        # The master's own CAS in front of the scheduler's (see the module docstring).
-        self.store = CachedStore(cache or local_cas(cfg), self.cas)
+        # The master's own CAS in front of the scheduler's (see the module docstring);
+        # shared_cache: it is the scheduler's CAS (the embedded cluster).
+        self.store = CachedStore(cache or local_cas(cfg), self.cas, shared=shared_cache)
         self.client = SchedulerClient(self.addr, cfg, client_id=client_id,
                                       channel=self._channel)
         self._digests: dict[tuple[str, int, int, int], Digest] = {}

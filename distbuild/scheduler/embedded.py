@@ -40,7 +40,8 @@ class EmbeddedCluster:
         self.scheduler = SchedulerServer(self.cfg, "127.0.0.1:0", data_dir=data, cas=cas)
         self.worker = Worker(self.cfg, "embedded", self.scheduler.addr, capacity=capacity or
                              cfg.master.jobs or cpu_count(), executor="local", toolchains=(),
-                             work_dir=data / "worker", cache=cas, in_place=not sandboxed)
+                             work_dir=data / "worker", cache=cas, in_place=not sandboxed,
+                             shared_cache=True)
         self.addr = self.scheduler.addr
 
     def start(self) -> EmbeddedCluster:
@@ -52,7 +53,7 @@ class EmbeddedCluster:
         """A RemoteRunner bound to this cluster (toolchains are the local machine's own)."""
         return RemoteRunner(self.cfg, fallback=fallback, addr=self.addr, client_id="embedded",
                             match_toolchain=False, where="local", cache=self.cas,
-                            in_place=not self.sandboxed)
+                            in_place=not self.sandboxed, shared_cache=True)
 
     def stop(self) -> None:
         self.worker.stop()

@@ -39,7 +39,8 @@ class Worker:
     def __init__(self, cfg: Config, worker_id: str, scheduler: str, port: int = 0,
                  capacity: int = 0, executor: str = "", host: str = "127.0.0.1",
                  toolchains: tuple[str, ...] = ("rustc",), work_dir: Path | None = None,
-                 cache: LocalCAS | None = None, in_place: bool = False):
+                 cache: LocalCAS | None = None, in_place: bool = False,
+                 shared_cache: bool = False):
         self.cfg = cfg
         self.worker_id = worker_id
         self.scheduler_addr = scheduler
@@ -52,7 +53,9 @@ class Worker:
         self.channel = make_channel(scheduler, cfg)
         self.stub = pb_grpc.SchedulerStub(self.channel)
         cache = cache or LocalCAS(base / "cache", cfg.worker.cache_max_size, cfg.cache.gc_target)
-        self.store = CachedStore(cache, RemoteCAS(scheduler, cfg, channel=self.channel))
+        # shared_cache: ``cache`` is the scheduler's own CAS (the master's embedded worker)
+        self.store = CachedStore(cache, RemoteCAS(scheduler, cfg, channel=self.channel),
+                                 shared=shared_cache)
         self.executors = {k: make_executor(k, cfg, self.store) for k in self.kinds}
         # in_place: the master's embedded worker only (see job_runner.py)
         self.runner = JobRunner(worker_id, self.store, self.executors, base / "sandboxes",

@@ -1,9 +1,10 @@
 """A read-through blob cache: a LocalCAS with its own size cap in front of a remote CAS.
 
 Reads are served from the local cache when present and fetched (verified) otherwise; writes go
-to both, and the remote is sent only what it lacks, so when both are the same directory (the
-master's embedded cluster) no blob crosses gRPC. It implements the BlobStore protocol, so
-executors (docker toolchains, wasm modules) read through it like any store.
+to both, and the remote is sent only what it lacks. With ``shared`` the remote serves this
+very store (the master's embedded cluster), so nothing is sent or fetched at all. It
+implements the BlobStore protocol, so executors (docker toolchains, wasm modules) read through
+it like any store.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from distbuild.fsutil import write_atomic
 
 
 class CachedStore:
-    def __init__(self, local: LocalCAS, remote: RemoteCAS):
+    def __init__(self, local: LocalCAS, remote: RemoteCAS, shared: bool = False):
         self.local = local
         self.remote = remote
+        self.shared = shared
         self._written = 0
         self._gc_lock = threading.Lock()
         self.fetched = 0  # blobs fetched from the remote (for status and tests)
@@ -30,7 +32,7 @@ class CachedStore:
     def ensure(self, digests: Iterable[Digest]) -> int:
         """Fetch into the local cache whatever it lacks; returns how many were fetched."""
         missing = [d for d in self.local.find_missing(dict.fromkeys(digests)) if d.size > 0]
-        if missing:
+        if missing and not self.shared:
             self.fetched += self.remote.fetch_into(missing, self.local)
             self._account(sum(d.size for d in missing))
         return len(missing)
@@ -48,7 +50,11 @@ class CachedStore:
                                       f"while being stored: {stored}, expected {digest}")
                 added += digest.size
         self._account(added)
-        return self.remote.upload(blobs)
+        return self.send(blobs)
+
+    def send(self, blobs: dict[Digest, bytes | Path]) -> int:
+        """Send the remote those of ``blobs`` (already stored here) it lacks."""
+        return 0 if self.shared else self.remote.upload(blobs)
 
     def contains(self, digest: Digest) -> bool:
         return self.local.contains(digest) or self.remote.contains(digest)

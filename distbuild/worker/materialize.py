@@ -166,7 +166,7 @@ def collect_outputs(sandbox: Path, output_paths: tuple[str, ...], store: CachedS
         digest = store.local.put_bytes(data) if data is not None else store.local.put_file(path)
         blobs[digest] = path if data is None else data
         files.append(OutputFile(out, digest, executable))
-    store.remote.upload(blobs)
+    store.send(blobs)
     return tuple(files)
 
 
