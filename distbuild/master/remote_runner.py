@@ -227,7 +227,7 @@ class RemoteRunner:
             job.argv, {}, output_paths=tuple(out_map), env=job.env,
             working_directory=os.path.normpath(job.cwd).lstrip("/"),
             platform=(("executor", self.executor), *host_platform(), IN_PLACE),
-            timeout_s=self.cfg.scheduler.job_timeout, do_not_cache=True)
+            timeout_s=self.cfg.scheduler.job_timeout, do_not_cache=True, host_root=True)
 
     def _sources(self, job: CompileJob, scan: _Scan) -> Inputs:
         """The package's files, else a probe's."""

@@ -91,11 +91,15 @@ def prepare_action(arguments: list[str] | tuple[str, ...], files: dict[str, Inpu
                    output_paths: tuple[str, ...] = (), env: dict[str, str] | None = None,
                    working_directory: str = "", platform: tuple[tuple[str, str], ...] = (),
                    timeout_s: float = 0.0, do_not_cache: bool = False,
-                   dirs: tuple[str, ...] = ()) -> PreparedAction:
-    """Everything needed to submit ``arguments`` as an Action (see the module docstring)."""
+                   dirs: tuple[str, ...] = (), host_root: bool = False) -> PreparedAction:
+    """Everything needed to submit ``arguments`` as an Action (see the module docstring).
+
+    ``host_root``: the action runs in place on the worker's own ``/`` (``execution=in-place``),
+    so its input tree stays empty instead of spelling out the working directory.
+    """
     for out in output_paths:
         check_relative(out)
-    extra_dirs = (working_directory,) if working_directory else ()
+    extra_dirs = (working_directory,) if working_directory and not host_root else ()
     root, blobs = build_tree(files, dirs + extra_dirs)
     command = Command(arguments=tuple(arguments),
                       environment=tuple(sorted((env or {}).items())),
