@@ -8,8 +8,11 @@ Two builds of the same program (wire format in ``protocol.py``):
   in. A hit costs the process and the master's work: about 5 ms.
 * **interpreted** (``wrapper/distbuild_wrap.py``): a launcher that starts Python with
   ``-I -S`` and imports the shim from precompiled bytecode, about 12 ms per hit. Used when the
-  Rust source is not installed (a non-editable install) or rustc cannot build it; it is also
-  the ``distbuild-wrap`` console script for setting ``RUSTC_WRAPPER`` by hand.
+  Rust source is not installed (a non-editable install) or rustc cannot build it.
+
+The ``distbuild-wrap`` command on PATH (for ``RUSTC_WRAPPER=distbuild-wrap`` by hand) is pip's
+console script, which starts Python with site-packages: ~40 ms per invocation. ``scripts/setup``
+replaces it with the compiled shim (``install_command``).
 
     path = install_shim(cfg)   # what RUSTC_WRAPPER should name
 """
@@ -40,13 +43,21 @@ def install_shim(cfg: Config) -> Path:
     launcher = cfg.home / "bin" / "distbuild-wrap"
     native = native_shim()
     if native is None:
-        _install_launcher(launcher)
-    elif not _same_file(native, launcher):
-        launcher.parent.mkdir(parents=True, exist_ok=True)
-        tmp = launcher.with_name(f".{launcher.name}.{os.getpid()}")
-        shutil.copy2(native, tmp)
-        os.replace(tmp, launcher)
+        install_launcher(launcher)
+    else:
+        _copy_if_changed(native, launcher)
     return launcher
+
+
+def install_command() -> Path | None:
+    """Put the compiled shim in place of the ``distbuild-wrap`` console script of this
+    installation; returns its path, or None when there is no compiled shim."""
+    native = native_shim()
+    if native is None:
+        return None
+    command = Path(sys.prefix) / "bin" / "distbuild-wrap"
+    _copy_if_changed(native, command)
+    return command
 
 
 def native_shim(build: bool = True) -> Path | None:
@@ -81,14 +92,19 @@ def _shim_source() -> Path:
     return Path(spec.origin)
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _copy_if_changed(src: Path, dest: Path) -> None:
     try:
-        return a.read_bytes() == b.read_bytes()
+        if src.read_bytes() == dest.read_bytes():
+            return
     except OSError:
-        return False
+        pass
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dest)
 
 
-def _install_launcher(launcher: Path) -> None:
+def install_launcher(launcher: Path) -> None:
     """The launcher runs the interpreter with ``-I -S`` (no site-packages scan) and imports the
     shim from a private copy whose bytecode is compiled here, so no invocation pays for
     parsing it."""
@@ -117,6 +133,6 @@ def _write_replace(path: Path, text: str, mode: int) -> None:
 
 
 if __name__ == "__main__":  # scripts/setup: build the compiled shim ahead of the first build
-    built = native_shim()
+    built = install_command()
     print(f"compiled shim: {built}" if built else "compiled shim: not built (Python shim used)")
     sys.exit(0)

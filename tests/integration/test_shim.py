@@ -1,7 +1,8 @@
 """The shim never breaks a build: fallbacks, DISTBUILD_DISABLE, passthrough.
 
-Every test runs against both builds of the shim: the Python one (the ``distbuild-wrap``
-console script) and the compiled one ``cargo distbuild`` installs when rustc can build it.
+Every test runs against both builds of the shim: the Python launcher (used when rustc cannot
+build the other) and the compiled one, which ``cargo distbuild`` installs and ``scripts/setup``
+puts on PATH as ``distbuild-wrap``.
 """
 
 from __future__ import annotations
@@ -14,17 +15,26 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.master.shim import native_shim
+from distbuild.master.shim import install_launcher, native_shim
 from tests.conftest import BIN_DIR, Distbuild, run_app
 
 
 @pytest.fixture(params=["python", "compiled"])
-def shim(request: pytest.FixtureRequest) -> str:
+def shim(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     if request.param == "python":
-        return str(BIN_DIR / "distbuild-wrap")
+        launcher = tmp_path_factory.mktemp("shim") / "bin" / "distbuild-wrap"
+        install_launcher(launcher)
+        return str(launcher)
     native = native_shim()
     assert native is not None, "rustc could not build wrapper/distbuild_wrap.rs"
     return str(native)
+
+
+def test_setup_puts_the_compiled_shim_on_path() -> None:
+    """`RUSTC_WRAPPER=distbuild-wrap` by hand gets the fast shim, not pip's console script."""
+    native = native_shim(build=False)
+    assert native is not None, "scripts/setup did not build the compiled shim"
+    assert (BIN_DIR / "distbuild-wrap").read_bytes() == native.read_bytes()
 
 
 def _rustc() -> str:
