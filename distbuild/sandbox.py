@@ -23,8 +23,12 @@ def check_relative(path: str) -> PurePosixPath:
 def resolve_inside(root: Path, path: str) -> Path:
     """``root / path``, refusing anything (including symlinks) that resolves outside ``root``."""
     rel = check_relative(path)
-    real_root = Path(os.path.realpath(root))
-    target = Path(os.path.realpath(real_root / rel))
-    if target != real_root and real_root not in target.parents:
+    real_root = os.path.realpath(root)
+    if real_root == "/":
+        # An in-place action: nothing can resolve outside "/", so skip the (pure-Python,
+        # per-component) realpath walk that would cost ~0.5 ms per path.
+        return Path("/", rel)
+    target = os.path.realpath(os.path.join(real_root, rel))
+    if target != real_root and not target.startswith(real_root + os.sep):
         raise PathEscape(f"path {path!r} resolves outside the sandbox (to {target})")
-    return target
+    return Path(target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,24 @@ def test_restart_keeps_queue_and_requeues_orphans(env: Env) -> None:
     env.sched.heartbeat("b", [running_b])
     env.sched.reap()
     assert env.sched.get(running_a).state == "QUEUED"
+
+
+def test_unawaited_changes_reach_disk_without_a_restart(env: Env) -> None:
+    """The group-commit thread sleeps while idle, but a change nobody waits for (a job taken
+    by a worker) is still written within its interval."""
+    env.worker("a")
+    job_id = env.sched.submit(env.action(), "c1").job_id
+    assert env.leased("a") == [job_id]
+    reader = StateDB(env.root / "state.db")
+    deadline = time.monotonic() + 5
+    states: list[str] = []
+    while time.monotonic() < deadline:
+        states = [j.state for j in reader.load_jobs() if j.job_id == job_id]
+        if states == ["RUNNING"]:
+            break
+        time.sleep(0.01)
+    reader.close()
+    assert states == ["RUNNING"]
 
 
 def test_cancel_and_timeout(env: Env) -> None:

@@ -11,6 +11,7 @@ from distbuild.cas.digest import Digest, digest_bytes
 from distbuild.cas.store import LocalCAS
 from distbuild.errors import PathEscape
 from distbuild.rpc.convert import encode_directory
+from distbuild.sandbox import resolve_inside
 from distbuild.scheduler.action_builder import InputFile, build_tree
 from distbuild.worker.materialize import _validate, fetch_tree, prepare_outputs
 
@@ -73,6 +74,19 @@ def test_output_paths_checked(tmp_path: Path) -> None:
         prepare_outputs(tmp_path, ("link/out.txt",))
     prepare_outputs(tmp_path, ("target/debug/deps/x.rlib",))
     assert (tmp_path / "target" / "debug" / "deps").is_dir()
+    # A sibling whose name merely starts like the sandbox's is outside it.
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "link").symlink_to(tmp_path / "subway")
+    with pytest.raises(PathEscape, match="resolves outside"):
+        resolve_inside(tmp_path / "sub", "link/x")
+
+
+def test_in_place_root_is_the_whole_file_system(tmp_path: Path) -> None:
+    """With "/" as the root (an in-place action) every absolute path is inside, unresolved;
+    relative-path checks still apply."""
+    assert resolve_inside(Path("/"), str(tmp_path).lstrip("/") + "/x") == tmp_path / "x"
+    with pytest.raises(PathEscape):
+        resolve_inside(Path("/"), "../etc/passwd")
 
 
 def test_tree_builder_shares_blobs() -> None:
