@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,15 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path / "cluster")
     yield c
     c.stop()
+
+
+def _build(db: Distbuild, ws: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One `cargo distbuild build` of ``ws``; stops the master and returns its stats."""
+    try:
+        db.cargo("build", cwd=ws, env=env)
+        return db.stats()
+    finally:
+        db.stop()
 
 
 def _client_home(tmp_path: Path, cluster: Cluster) -> Distbuild:
@@ -39,11 +49,7 @@ def test_fixture_built_fully_remote_on_two_workers(tmp_path: Path, cluster: Clus
     cluster.start_worker("w2", capacity=2)
     ws = copy_workspace(tmp_path / "ws")
     db = _client_home(tmp_path, cluster)
-    try:
-        db.cargo("build", cwd=ws)
-        stats = db.stats()
-    finally:
-        db.stop()
+    stats = _build(db, ws)
     assert stats["executed_remote"] > 0, stats
     assert stats["executed_local"] == 0, stats
     assert stats["fallbacks"] == 0, stats
@@ -103,11 +109,7 @@ def test_scheduler_unreachable_falls_back_locally(tmp_path: Path, plain_app_outp
     ws = copy_workspace(tmp_path / "ws")
     db = Distbuild(tmp_path / "client-home")
     db.env["DISTBUILD_SCHEDULER"] = f"127.0.0.1:{free_port()}"  # nothing listens there
-    try:
-        db.cargo("build", cwd=ws)
-        stats = db.stats()
-    finally:
-        db.stop()
+    stats = _build(db, ws)
     assert run_app(ws) == plain_app_output
     assert stats["executed_remote"] == 0, stats
     assert stats["executed_local"] > 0, stats
@@ -120,11 +122,7 @@ def test_no_suitable_worker_falls_back(tmp_path: Path, cluster: Cluster,
     cluster.start_scheduler()
     ws = copy_workspace(tmp_path / "ws")
     db = _client_home(tmp_path, cluster)
-    try:
-        db.cargo("build", cwd=ws)
-        stats = db.stats()
-    finally:
-        db.stop()
+    stats = _build(db, ws)
     assert run_app(ws) == plain_app_output
     assert stats["executed_remote"] == 0, stats
     assert stats["fallbacks"] > 0, stats
@@ -152,11 +150,7 @@ def test_embedded_cluster_builds_fixture_in_place(tmp_path: Path,
     is right, and nothing was sandboxed."""
     ws = copy_workspace(tmp_path / "ws")
     db = Distbuild(tmp_path / "client-home")
-    try:
-        db.cargo("build", cwd=ws)
-        stats = db.stats()
-    finally:
-        db.stop()
+    stats = _build(db, ws)
     assert run_app(ws) == plain_app_output
     # The embedded worker is on this machine: its runs count as local.
     assert stats["executed_local"] == stats["cache_misses"] == 8, stats
@@ -173,13 +167,9 @@ def test_sandboxed_embedded_cluster_builds_fixture(tmp_path: Path,
     sandbox on the embedded worker, as on a cluster, and the bin is right."""
     ws = copy_workspace(tmp_path / "ws")
     db = _sandboxed(Distbuild(tmp_path / "client-home"))
-    try:
-        # Incremental compiles (workspace members in the dev profile) run in place; without
-        # incremental every miss takes the embedded scheduler's path.
-        db.cargo("build", cwd=ws, env={"CARGO_INCREMENTAL": "0"})
-        stats = db.stats()
-    finally:
-        db.stop()
+    # Incremental compiles (workspace members in the dev profile) run in place; without
+    # incremental every miss takes the embedded scheduler's path.
+    stats = _build(db, ws, env={"CARGO_INCREMENTAL": "0"})
     assert run_app(ws) == plain_app_output
     assert stats["executed_local"] == stats["cache_misses"] == 8, stats
     assert stats["executed_remote"] == 0 and stats["fallbacks"] == 0, stats
@@ -193,11 +183,7 @@ def test_sandboxed_keeps_incremental_compiles_in_place(tmp_path: Path,
     sandbox (it would throw their state away) and keep their state."""
     ws = copy_workspace(tmp_path / "ws")
     db = _sandboxed(Distbuild(tmp_path / "client-home"))
-    try:
-        db.cargo("build", cwd=ws)
-        stats = db.stats()
-    finally:
-        db.stop()
+    stats = _build(db, ws)
     assert run_app(ws) == plain_app_output
     assert stats["executed_local"] == 8, stats
     assert _embedded_jobs(db) == []
