@@ -51,11 +51,13 @@ def install_shim(cfg: Config) -> Path:
 
 def install_command() -> Path | None:
     """Put the compiled shim in place of the ``distbuild-wrap`` console script of this
-    installation; returns its path, or None when there is no compiled shim."""
+    installation (a venv's); returns the compiled shim's path, None when there is none."""
     native = native_shim()
     if native is None:
         return None
     command = Path(sys.prefix) / "bin" / "distbuild-wrap"
+    if not command.exists():
+        return native  # the scripts live elsewhere (a --user install): leave PATH alone
     _copy_if_changed(native, command)
     return command
 
