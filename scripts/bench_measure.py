@@ -14,6 +14,7 @@ import os
 import resource
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -133,12 +134,20 @@ def run_measured(
         d0 = daemon_cpu()
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run(
-            cmd, cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT, timeout=timeout
-        )
+        proc = subprocess.Popen(cmd, cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+        # Not subprocess.run(timeout=...): waiting with a timeout polls in sleeps of up to
+        # 50 ms, which would round every wall time up by as much. A timer enforces it instead.
+        killer = threading.Timer(timeout, proc.kill)
+        killer.start()
+        try:
+            proc.wait()
+        finally:
+            killer.cancel()
         wall = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         d1 = daemon_cpu()
+    if wall >= timeout:
+        raise BenchError(f"{' '.join(cmd)} killed after its {timeout:g} s timeout")
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         raise BenchError(f"{' '.join(cmd)} exited {proc.returncode}:\n" + "\n".join(tail))
