@@ -33,6 +33,11 @@ from bench_tools import (
 ALL_TOOLS = ("cargo", "floor", "sccache", "distbuild", "distbuild-direct", "distbuild-sandboxed",
              "distributed")
 DISTBUILDS = ("distbuild", "distbuild-direct")  # the default configuration, then direct
+# Tools measured only cold (their hits are the default's code), with what the scenario is.
+COLD_ONLY = {
+    "distbuild-sandboxed": "cargo-distbuild, every miss sandboxed",
+    "distributed": "cargo-distbuild, scheduler + 2 workers",
+}
 
 
 @dataclass
@@ -339,10 +344,7 @@ class Bench:
                         and r == 0
                     ):
                         self.incremental(live[name])
-                for name, what in (
-                    ("distbuild-sandboxed", "cargo-distbuild, every miss sandboxed"),
-                    ("distributed", "cargo-distbuild, scheduler + 2 workers"),
-                ):
+                for name, what in COLD_ONLY.items():
                     if name in live:
                         try:
                             self.from_clean(
@@ -381,8 +383,7 @@ class Bench:
                 from bench_micro import run_micro
 
                 self.log("micro-benchmarks")
-                cold_only = ("distributed", "distbuild-sandboxed")
-                ok = {n: t for n, t in live.items() if n not in cold_only and n not in self.broken}
+                ok = {n: t for n, t in live.items() if n not in COLD_ONLY and n not in self.broken}
                 self.micro = run_micro(self, ok)
         finally:
             for tool in tools.values():

@@ -223,6 +223,7 @@ class Distbuild(Tool):
 
     name = "distbuild"
     label = "cargo-distbuild"
+    execution = ""  # [master] execution in the home's config.toml; "" = the default
 
     def __init__(self, scratch: Path) -> None:
         super().__init__(scratch)
@@ -275,6 +276,9 @@ class Distbuild(Tool):
         self.stop()
         shutil.rmtree(self.home, ignore_errors=True)
         self.home.mkdir(parents=True)
+        if self.execution:
+            (self.home / "config.toml").write_text(
+                f'[master]\nexecution = "{self.execution}"\n')
 
     def stop_master(self) -> None:
         """Stops the master daemon (the cache on disk stays)."""
@@ -301,10 +305,7 @@ class DistbuildDirect(Distbuild):
 
     name = "distbuild-direct"
     label = "cargo-distbuild (execution=direct)"
-
-    def start(self) -> None:
-        super().start()
-        (self.home / "config.toml").write_text('[master]\nexecution = "direct"\n')
+    execution = "direct"
 
 
 class DistbuildSandboxed(Distbuild):
@@ -314,10 +315,7 @@ class DistbuildSandboxed(Distbuild):
 
     name = "distbuild-sandboxed"
     label = "cargo-distbuild (execution=sandboxed)"
-
-    def start(self) -> None:
-        super().start()
-        (self.home / "config.toml").write_text('[master]\nexecution = "sandboxed"\n')
+    execution = "sandboxed"
 
 
 class Distributed(Distbuild):

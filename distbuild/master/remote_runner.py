@@ -258,8 +258,7 @@ class RemoteRunner:
         """Write the outputs into place; returns the digest of each file written verbatim
         (or, in place, found where the worker wrote it)."""
         if self.in_place:
-            return {out_map[f.path]: f.digest for f in files
-                    if f.path in out_map and not f.path.endswith(".d")}
+            return {out_map[f.path]: f.digest for f in files if f.path in out_map}
         self.store.ensure(f.digest for f in files)
         written: dict[str, Digest] = {}
         for f in files:
