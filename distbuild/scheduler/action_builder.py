@@ -16,7 +16,7 @@ from pathlib import Path
 
 from distbuild.actions import Action, Command, Directory, DirectoryNode, FileNode
 from distbuild.cas.digest import Digest, digest_bytes, digest_file
-from distbuild.rpc.convert import encode_action, encode_command, encode_directory
+from distbuild.codec import encode_action, encode_command, encode_directory
 from distbuild.sandbox import check_relative
 
 BlobSource = bytes | Path

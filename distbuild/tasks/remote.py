@@ -7,10 +7,10 @@ the ActionResult of the first run, so the receipt derived from it is the same on
 from __future__ import annotations
 
 from distbuild.actions import ActionResult, ExecutionMetadata
-from distbuild.cas.remote import RemoteCAS
 from distbuild.config import Config
 from distbuild.errors import ExecutionError
 from distbuild.executors.wasm import EXIT_STOPPED
+from distbuild.reapi.cas_client import RemoteCAS
 from distbuild.scheduler.client import JobView, SchedulerClient
 from distbuild.tasks.receipt import Receipt
 from distbuild.tasks.run import TaskRun
@@ -55,7 +55,7 @@ class RemoteTaskRunner:
 
 def failure_name(view: JobView) -> str:
     """The executor's failure name ("out of fuel", "timed out"...) behind a failed job."""
-    kind, _, detail = view.error.partition(": ")
+    kind, detail = view.error_kind, view.error
     if kind == "ActionTimeout":
         return "timed out"
     if kind == "ActionCancelled" or view.state == "CANCELLED":

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distbuild.actions import Action, ActionResult, Command, ExecutionMetadata
-from distbuild.cas.digest import Digest, digest_bytes
+from distbuild.cas.digest import BLAKE3, Digest, DigestFunction, digest_bytes
+from distbuild.codec import decode_command, encode_action
 from distbuild.errors import (
     ActionCancelled,
     ActionTimeout,
@@ -34,9 +35,9 @@ from distbuild.errors import (
     LimitExceeded,
 )
 from distbuild.executors.base import ExecSpec, Executor
-from distbuild.rpc.convert import decode_command, encode_action
-from distbuild.worker.blob_cache import CachedStore
+from distbuild.worker.blob_cache import CachedStore, CachedStores
 from distbuild.worker.materialize import (
+    SANDBOX_ROOT,
     collect_outputs,
     materialize,
     prepare_outputs,
@@ -60,11 +61,13 @@ class JobOutcome:
 
 
 class JobRunner:
-    def __init__(self, worker_id: str, store: CachedStore, executors: dict[str, Executor],
-                 work_dir: Path, keep_sandboxes: bool = False, in_place: bool = False):
+    def __init__(self, worker_id: str, store: CachedStore | CachedStores,
+                 executors: dict[str, Executor], work_dir: Path, keep_sandboxes: bool = False,
+                 in_place: bool = False):
+        """``store``: the worker's cache (BLAKE3), or one per digest function."""
         self.worker_id = worker_id
         self.in_place = in_place
-        self.store = store
+        self.stores = store if isinstance(store, CachedStores) else CachedStores(store)
         self.executors = executors  # by kind; the first is used when an action names none
         self.work_dir = work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -76,19 +79,26 @@ class JobRunner:
         """Wait for finished sandboxes to be removed."""
         self._cleaner.shutdown(wait=True)
 
-    def run(self, job_id: str, action: Action, cancel: threading.Event) -> JobOutcome:
+    def run(self, job_id: str, action: Action, cancel: threading.Event,
+            function: DigestFunction = BLAKE3, action_digest: Digest | None = None
+            ) -> JobOutcome:
+        """Run ``action``, every digest of which (and of its outputs) is of ``function``."""
         sandbox: Path | None = None
+        store = self.stores.get(function)
+        digest = action_digest or digest_bytes(encode_action(action), function)
         try:
-            command = decode_command(self.store.get_bytes(action.command_digest))
+            command = decode_command(store.get_bytes(action.command_digest))
             if IN_PLACE in command.platform + action.platform:
                 if not self.in_place:
                     raise InvalidRequest(f"worker {self.worker_id} does not run actions in "
                                          "place (execution=in-place)")
-                return JobOutcome(result=self._run(action, command, Path("/"), cancel))
+                return JobOutcome(result=self._run(action, digest, command, Path("/"), cancel,
+                                                   store))
             sandbox = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self.work_dir))
             root = sandbox / "root"
-            materialize(action.input_root_digest, root, self.store)
-            return JobOutcome(result=self._run(action, command, root, cancel, sandbox=True))
+            materialize(action.input_root_digest, root, store)
+            return JobOutcome(result=self._run(action, digest, command, root, cancel, store,
+                                               sandbox=True))
         except (InvalidRequest, BlobNotFound) as e:
             return JobOutcome(error=str(e), kind=type(e).__name__, retryable=False)
         except (ActionTimeout, ActionCancelled, LimitExceeded) as e:
@@ -111,16 +121,21 @@ class JobRunner:
                                       f"(it offers {', '.join(self.executors)})")
         return executor
 
-    def _run(self, action: Action, command: Command, root: Path, cancel: threading.Event,
-             sandbox: bool = False) -> ActionResult:
-        """Execute in ``root`` (a materialized sandbox, or ``/`` in place) and collect."""
+    def _run(self, action: Action, action_digest: Digest, command: Command, root: Path,
+             cancel: threading.Event, store: CachedStore, sandbox: bool = False) -> ActionResult:
+        """Execute in ``root`` (a materialized sandbox, or ``/`` in place) and collect.
+
+        Outputs and stdio of an action that names the sandbox placeholder get the sandbox's
+        path written back as the placeholder (see materialize.py); others (a REAPI client's)
+        are returned as they are.
+        """
         started = time.time()
         prepare_outputs(root, command.output_paths)
         if command.working_directory:
             (root / command.working_directory).mkdir(parents=True, exist_ok=True)
         # action_digest: what a deterministic executor seeds its randomness with (wasm).
         props = tuple({**dict(command.platform + action.platform),
-                       "action_digest": digest_bytes(encode_action(action)).hash}.items())
+                       "action_digest": action_digest.hash}.items())
         spec = ExecSpec(
             argv=tuple(substitute(a, root) for a in command.arguments),
             env=tuple((k, substitute(v, root)) for k, v in command.environment),
@@ -141,20 +156,21 @@ class JobRunner:
             deterministic = outcome.failure in DETERMINISTIC_FAILURES
             raise (LimitExceeded if deterministic else ExecutionError)(
                 f"{outcome.failure}: {tail}")
-        files = collect_outputs(root, command.output_paths, self.store, placeholder=sandbox)
+        placeholder = sandbox and _uses_placeholder(command)
+        files = collect_outputs(root, command.output_paths, store, placeholder=placeholder)
         stdout, stderr = outcome.stdout, outcome.stderr
-        if sandbox:  # results never name the worker's private directory
+        if placeholder:  # results never name the worker's private directory
             stdout, stderr = unsubstitute(stdout, root), unsubstitute(stderr, root)
         blobs: dict[Digest, bytes | Path] = {}
         std_digests: list[Digest | None] = []
         for data in (stdout, stderr):
             if data:
-                d = digest_bytes(data)
+                d = digest_bytes(data, store.function)
                 blobs[d] = data
                 std_digests.append(d)
             else:
                 std_digests.append(None)
-        self.store.upload(blobs)
+        store.upload(blobs)
         return ActionResult(
             output_files=files, exit_code=outcome.exit_code, stdout_digest=std_digests[0],
             stderr_digest=std_digests[1],
@@ -163,3 +179,8 @@ class JobRunner:
                 completed_at=time.time(), toolchain=dict(props).get("toolchain", ""),
                 fuel_consumed=int(outcome.extra.get("fuel_consumed", 0) or 0)),
         )
+
+
+def _uses_placeholder(command: Command) -> bool:
+    return any(SANDBOX_ROOT in a for a in command.arguments) or any(
+        SANDBOX_ROOT in v for _, v in command.environment)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from distbuild.actions import Directory, OutputFile
 from distbuild.cas.digest import Digest
+from distbuild.codec import decode_directory
 from distbuild.errors import PathEscape
-from distbuild.rpc.convert import decode_directory
 from distbuild.sandbox import check_relative, resolve_inside
 from distbuild.worker.blob_cache import CachedStore
 

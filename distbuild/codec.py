@@ -1,35 +1,31 @@
-"""The one place where core dataclasses become protobuf messages and back.
+"""The canonical content encoding: Command, Directory and Action as REAPI protobuf bytes.
 
-Core code passes the dataclasses of ``distbuild.actions`` and ``distbuild.cas.digest``; the
-services and clients call these functions at the boundary. ``encode_*`` functions produce the
-canonical (deterministic) bytes whose digest names a Command, Directory or Action in the CAS.
+These bytes are what a digest names (an Action's digest is its action-cache key; a
+Directory's digest names a level of an input tree), so they must be exactly REAPI's: fields in
+number order, no unknown fields, lists sorted as the specification requires. Everything that
+hashes or reads such a blob goes through this module; the message <-> dataclass conversions
+the services need for everything else live in ``distbuild/reapi/convert.py``.
+
+Decoding accepts what older REAPI clients send: a Command with the v2.0 ``output_files`` and
+``output_directories`` (Bazel 4) instead of ``output_paths``, and platform properties in the
+Command instead of the Action.
 """
 
 from __future__ import annotations
 
 from typing import TypeVar
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
-from distbuild._proto.v1 import remote_execution_pb2 as re_pb
-from distbuild.actions import (
-    Action,
-    ActionResult,
-    Command,
-    Directory,
-    DirectoryNode,
-    ExecutionMetadata,
-    FileNode,
-    OutputFile,
-    SymlinkNode,
-)
-from distbuild.cas.digest import Digest, digest_bytes
+from distbuild._proto.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb
+from distbuild.actions import Action, Command, Directory, DirectoryNode, FileNode, SymlinkNode
+from distbuild.cas.digest import BLAKE3, Digest, DigestFunction, digest_bytes
 from distbuild.errors import InvalidDigest, InvalidRequest
 
 Properties = tuple[tuple[str, str], ...]
 
 
-# -- digests ------------------------------------------------------------------------------------
+# -- digests and platforms (shared with reapi/convert.py) ----------------------------------------
 def digest_to_proto(d: Digest) -> re_pb.Digest:
     return re_pb.Digest(hash=d.hash, size_bytes=d.size)
 
@@ -46,7 +42,6 @@ def optional_digest(msg: re_pb.Digest) -> Digest | None:
     return digest_from_proto(msg) if msg.hash else None
 
 
-# -- platform -----------------------------------------------------------------------------------
 def platform_to_proto(props: Properties) -> re_pb.Platform:
     return re_pb.Platform(properties=[re_pb.Platform.Property(name=n, value=v)
                                       for n, v in sorted(props)])
@@ -69,10 +64,13 @@ def command_to_proto(c: Command) -> re_pb.Command:
 
 
 def command_from_proto(msg: re_pb.Command) -> Command:
+    # Since v2.1 output_paths supersedes the older pair, which is then ignored.
+    outputs = (tuple(msg.output_paths) if msg.output_paths
+               else tuple(sorted({*msg.output_files, *msg.output_directories})))
     return Command(
         arguments=tuple(msg.arguments),
         environment=tuple((e.name, e.value) for e in msg.environment_variables),
-        output_paths=tuple(msg.output_paths),
+        output_paths=outputs,
         working_directory=msg.working_directory,
         platform=platform_from_proto(msg.platform),
     )
@@ -122,6 +120,7 @@ def action_from_proto(msg: re_pb.Action) -> Action:
     )
 
 
+# -- bytes --------------------------------------------------------------------------------------
 def encode_command(c: Command) -> bytes:
     return command_to_proto(c).SerializeToString(deterministic=True)
 
@@ -157,56 +156,6 @@ def _parse(msg: _M, data: bytes, what: str) -> _M:
     return msg
 
 
-def blob_of(encoded: bytes) -> tuple[Digest, bytes]:
-    return digest_bytes(encoded), encoded
-
-
-# -- results ------------------------------------------------------------------------------------
-def _ts(t: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(t * 1e9))
-    return ts
-
-
-def metadata_to_proto(m: ExecutionMetadata) -> re_pb.ExecutedActionMetadata:
-    return re_pb.ExecutedActionMetadata(
-        worker=m.worker, queued_timestamp=_ts(m.queued_at),
-        worker_start_timestamp=_ts(m.started_at),
-        worker_completed_timestamp=_ts(m.completed_at), executor=m.executor,
-        toolchain=m.toolchain, fuel_consumed=m.fuel_consumed,
-    )
-
-
-def metadata_from_proto(msg: re_pb.ExecutedActionMetadata) -> ExecutionMetadata:
-    return ExecutionMetadata(
-        worker=msg.worker, executor=msg.executor,
-        queued_at=msg.queued_timestamp.ToNanoseconds() / 1e9,
-        started_at=msg.worker_start_timestamp.ToNanoseconds() / 1e9,
-        completed_at=msg.worker_completed_timestamp.ToNanoseconds() / 1e9,
-        toolchain=msg.toolchain, fuel_consumed=msg.fuel_consumed,
-    )
-
-
-def result_to_proto(r: ActionResult) -> re_pb.ActionResult:
-    msg = re_pb.ActionResult(
-        output_files=[re_pb.OutputFile(path=o.path, digest=digest_to_proto(o.digest),
-                                       is_executable=o.is_executable)
-                      for o in r.output_files],
-        exit_code=r.exit_code, execution_metadata=metadata_to_proto(r.metadata),
-    )
-    if r.stdout_digest is not None:
-        msg.stdout_digest.CopyFrom(digest_to_proto(r.stdout_digest))
-    if r.stderr_digest is not None:
-        msg.stderr_digest.CopyFrom(digest_to_proto(r.stderr_digest))
-    return msg
-
-
-def result_from_proto(msg: re_pb.ActionResult) -> ActionResult:
-    return ActionResult(
-        output_files=tuple(OutputFile(o.path, digest_from_proto(o.digest), o.is_executable)
-                           for o in msg.output_files),
-        exit_code=msg.exit_code,
-        stdout_digest=optional_digest(msg.stdout_digest),
-        stderr_digest=optional_digest(msg.stderr_digest),
-        metadata=metadata_from_proto(msg.execution_metadata),
-    )
+def blob_of(encoded: bytes, function: DigestFunction = BLAKE3) -> tuple[Digest, bytes]:
+    """(digest, bytes) of an encoded message, ready to store."""
+    return digest_bytes(encoded, function), encoded
