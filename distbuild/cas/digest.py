@@ -60,7 +60,8 @@ class Digest:
 
     def __post_init__(self) -> None:
         if not _HEX64.match(self.hash):
-            raise InvalidDigest(f"not a 64-digit lowercase hex digest: {self.hash!r}")
+            raise InvalidDigest(f"not a 64-digit lowercase hex digest (BLAKE3 or SHA-256): "
+                                f"{self.hash!r}")
         if self.size < 0:
             raise InvalidDigest(f"negative blob size: {self.size}")
 

@@ -83,7 +83,8 @@ def _response(job: Job) -> re_pb.ExecuteResponse:
         # upload it and try again.
         named = "" if job.digest_function is SHA256 else f"{job.digest_function.value}/"
         kind = "MissingBlobs"
-        subjects = tuple(f"blobs/{named}{h}/{n}" for h, n in _DIGEST.findall(job.error))
+        subjects = tuple(dict.fromkeys(f"blobs/{named}{h}/{n}"
+                                       for h, n in _DIGEST.findall(job.error)))
     resp.status.CopyFrom(failure_status(kind, job.error, subjects))
     return resp
 
