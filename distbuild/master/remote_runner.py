@@ -163,13 +163,15 @@ class RemoteRunner:
 
     # -- job -> action ----------------------------------------------------------------------
     def prepare(self, job: CompileJob) -> tuple[PreparedAction, dict[str, str], bool]:
-        """The Action for ``job``, a map output-path-in-tree -> local absolute path, and
+        """The Action for ``job``, a map output path (relative to the working directory, as
+        REAPI names outputs) -> local absolute path, and
         whether its sources are known exactly (not guessed from the package)."""
         rustc, args = job.argv[0], job.argv[1:]
         scan = _scan_args(args, job.cwd)
         outputs = [os.path.normpath(os.path.join(job.cwd, o)) for o in job.outputs]
         outputs += scan.emitted
-        out_map = {o.lstrip("/"): o for o in outputs}
+        # Output paths are relative to the working directory (REAPI), e.g. ../target/x.rlib.
+        out_map = {os.path.relpath(o, job.cwd): o for o in outputs}
         if self.in_place:
             return self._in_place_action(job, out_map), out_map, True
         found = self._sources(job, scan)

@@ -13,12 +13,13 @@ else) accepts such actions and advertises ``execution=in-place``, so a cluster n
 from __future__ import annotations
 
 import logging
+import posixpath
 import shutil
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from distbuild.actions import Action, ActionResult, Command, ExecutionMetadata
@@ -35,6 +36,7 @@ from distbuild.errors import (
     LimitExceeded,
 )
 from distbuild.executors.base import ExecSpec, Executor
+from distbuild.sandbox import check_relative, resolve_inside
 from distbuild.worker.blob_cache import CachedStore, CachedStores
 from distbuild.worker.materialize import (
     SANDBOX_ROOT,
@@ -130,16 +132,20 @@ class JobRunner:
         are returned as they are.
         """
         started = time.time()
-        prepare_outputs(root, command.output_paths)
-        if command.working_directory:
-            (root / command.working_directory).mkdir(parents=True, exist_ok=True)
+        # REAPI: output paths are relative to the working directory; below, they are taken
+        # relative to the input root (which they may not leave) and given back as named.
+        wd = command.working_directory
+        outputs = rooted_outputs(command)
+        prepare_outputs(root, outputs)
+        if wd:
+            resolve_inside(root, wd).mkdir(parents=True, exist_ok=True)
         # action_digest: what a deterministic executor seeds its randomness with (wasm).
         props = tuple({**dict(command.platform + action.platform),
                        "action_digest": action_digest.hash}.items())
         spec = ExecSpec(
             argv=tuple(substitute(a, root) for a in command.arguments),
             env=tuple((k, substitute(v, root)) for k, v in command.environment),
-            working_directory=command.working_directory, output_paths=command.output_paths,
+            working_directory=command.working_directory, output_paths=outputs,
             timeout_s=action.timeout_s, properties=props,
         )
         if cancel.is_set():
@@ -157,7 +163,8 @@ class JobRunner:
             raise (LimitExceeded if deterministic else ExecutionError)(
                 f"{outcome.failure}: {tail}")
         placeholder = sandbox and _uses_placeholder(command)
-        files = collect_outputs(root, command.output_paths, store, placeholder=placeholder)
+        files = tuple(replace(f, path=posixpath.relpath(f.path, wd)) if wd else f
+                      for f in collect_outputs(root, outputs, store, placeholder=placeholder))
         stdout, stderr = outcome.stdout, outcome.stderr
         if placeholder:  # results never name the worker's private directory
             stdout, stderr = unsubstitute(stdout, root), unsubstitute(stderr, root)
@@ -179,6 +186,14 @@ class JobRunner:
                 completed_at=time.time(), toolchain=dict(props).get("toolchain", ""),
                 fuel_consumed=int(outcome.extra.get("fuel_consumed", 0) or 0)),
         )
+
+
+def rooted_outputs(command: Command) -> tuple[str, ...]:
+    """The output paths relative to the input root (REAPI names them relative to the working
+    directory); PathEscape for one that would leave the root."""
+    wd = command.working_directory
+    return tuple(check_relative(posixpath.normpath(posixpath.join(wd, out))).as_posix()
+                 for out in command.output_paths) if wd else command.output_paths
 
 
 def _uses_placeholder(command: Command) -> bool:

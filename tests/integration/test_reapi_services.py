@@ -314,3 +314,36 @@ def test_missing_blobs_are_named(cluster: Cluster) -> None:
     assert resp.status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert _violations(resp.status) == [
         ("MISSING", f"blobs/blake3/{missing_file.hash}/{missing_file.size}")]
+
+
+def test_outputs_are_relative_to_the_working_directory(cluster: Cluster) -> None:
+    """REAPI names output paths relative to the working directory: a command run in "sub"
+    writing ../top.txt and here.txt gets both back under those names; an output that would
+    leave the input root fails the execution with INVALID_ARGUMENT and nothing runs."""
+    cluster.start_worker("w1", capacity=1)
+    channel = _channel(cluster)
+    cas = RemoteCAS(cluster.addr, Config(home=cluster.root / "client"), channel=channel,
+                    function=SHA256)
+    stub = re_grpc.ExecutionStub(channel)
+    sub = re_pb.Directory().SerializeToString()
+    root = re_pb.Directory(directories=[re_pb.DirectoryNode(
+        name="sub", digest=_d(digest_bytes(sub, SHA256)))]).SerializeToString()
+
+    def run(outputs: list[str]) -> re_pb.ExecuteResponse:
+        script = "echo up > ../top.txt; echo in > here.txt"
+        cmd = re_pb.Command(arguments=["/bin/sh", "-c", script], working_directory="sub",
+                            output_paths=sorted(outputs))
+        cmd_blob = cmd.SerializeToString()
+        action = re_pb.Action(command_digest=_d(digest_bytes(cmd_blob, SHA256)),
+                              input_root_digest=_d(digest_bytes(root, SHA256)))
+        blob = action.SerializeToString()
+        cas.upload({digest_bytes(b, SHA256): b for b in (sub, root, cmd_blob, blob)})
+        return _response(_operations(stub, digest_bytes(blob, SHA256), SHA256)[-1])
+
+    resp = run(["../top.txt", "here.txt"])
+    got = {o.path: cas.get_bytes(Digest(o.digest.hash, o.digest.size_bytes))
+           for o in resp.result.output_files}
+    assert got == {"../top.txt": b"up\n", "here.txt": b"in\n"}
+    refused = run(["../../outside.txt"])
+    assert refused.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "escapes its sandbox" in refused.status.message
