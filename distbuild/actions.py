@@ -1,9 +1,10 @@
-"""The execution data model, shaped after the Bazel Remote Execution API v2.
+"""The execution data model: the Bazel Remote Execution API v2's, as plain dataclasses.
 
-Plain dataclasses; protobuf messages (``distbuild/_proto``) stop at the service boundary. Field
-names and meanings follow REAPI so that a REAPI backend can be added without a rewrite:
-an Action names a Command and an input-root Directory tree by digest; an ActionResult lists
-output files by digest with the exit code, stdout/stderr and execution metadata.
+Protobuf messages (``distbuild/_proto``) stop at the service boundary: ``distbuild/codec.py``
+makes the canonical bytes that are hashed, ``distbuild/reapi/convert.py`` the service messages.
+An Action names a Command and an input-root Directory tree by digest; an ActionResult lists
+output files by digest with the exit code, stdout/stderr and execution metadata. Paths in a
+Command's outputs and an ActionResult are relative to the working directory, as in REAPI.
 """
 
 from __future__ import annotations

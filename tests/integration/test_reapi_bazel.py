@@ -22,9 +22,12 @@ from tests.integration.cluster import Cluster
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bazel"
 
 
+TOKEN = "bazel-test-token"
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path / "cluster")
+    c = Cluster(tmp_path / "cluster", token=TOKEN)
     yield c
     c.stop()
 
@@ -36,6 +39,7 @@ def _bazel(root: Path, ws: Path, *args: str, addr: str = "") -> str:
     """
     remote = [f"--remote_executor=grpc://{addr}", f"--remote_cache=grpc://{addr}",
               "--spawn_strategy=remote", "--remote_timeout=120",
+              f"--remote_header=authorization=Bearer {TOKEN}",
               "--remote_default_exec_properties=executor=local"] if addr else []
     proc = subprocess.run(
         ["bazel", "--batch", "--nohome_rc", f"--output_user_root={root}",
@@ -49,9 +53,9 @@ def _bazel(root: Path, ws: Path, *args: str, addr: str = "") -> str:
 def test_bazel_builds_on_our_workers_and_hits_our_action_cache(tmp_path: Path,
                                                                cluster: Cluster) -> None:
     """Bazel 4 runs a genrule and a C compile and link on our worker through REAPI (SHA-256,
-    Operations, ByteStream/batches), gets correct outputs, and after `bazel clean` the same
-    build is served entirely from our action cache: every action a remote cache hit, no new
-    job on any worker."""
+    Operations, ByteStream/batches; our shared token sent as a --remote_header), gets correct
+    outputs, and after `bazel clean` the same build is served entirely from our action cache:
+    every action a remote cache hit, no new job on any worker."""
     if shutil.which("bazel") is None:
         pytest.skip("bazel is not installed (scripts/setup.d/bazel.sh installs Debian's "
                     "bazel-bootstrap)")

@@ -109,3 +109,20 @@ def test_stores_keep_functions_apart(tmp_path: Path) -> None:
     src = tmp_path / "file"
     src.write_bytes(b"x" * 100_000)
     assert stores.cas(SHA256).put_file(src) == digest_bytes(b"x" * 100_000, SHA256)
+
+
+def test_cas_has_no_wire_dependencies() -> None:
+    """Every module of distbuild.cas loads without grpc, protobuf or distbuild.rpc: the wire
+    layer (servicers, remote clients) sits above it, in distbuild.reapi."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys, distbuild.cas as c; "
+            "[importlib.import_module(m.name) for m in pkgutil.iter_modules(c.__path__, "
+            "'distbuild.cas.')]; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'grpc' "
+            "or m.startswith(('google.protobuf', 'distbuild.rpc', 'distbuild.reapi', "
+            "'distbuild._proto'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "[]"
