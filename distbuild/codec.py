@@ -13,6 +13,8 @@ Command instead of the Action.
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Sequence
 from typing import TypeVar
 
 from google.protobuf import duration_pb2
@@ -145,7 +147,38 @@ def decode_action(data: bytes) -> Action:
     return action_from_proto(_parse(re_pb.Action(), data, "Action"))
 
 
-_M = TypeVar("_M", re_pb.Command, re_pb.Directory, re_pb.Action)
+def encode_tree(root: Directory, children: Sequence[Directory]) -> bytes:
+    """A REAPI Tree: ``root`` then ``children`` in the order given (parents before children
+    makes it topologically sorted)."""
+    return re_pb.Tree(root=directory_to_proto(root),
+                      children=[directory_to_proto(c) for c in children]
+                      ).SerializeToString(deterministic=True)
+
+
+def tree_files(data: bytes, function: DigestFunction = BLAKE3) -> list[tuple[str, FileNode]]:
+    """Every file of an encoded Tree with its path below the tree's root, in path order.
+
+    Raises InvalidRequest for a Tree that names a directory it does not contain.
+    """
+    tree = _parse(re_pb.Tree(), data, "Tree")
+    by_digest = {digest_bytes(c.SerializeToString(deterministic=True), function):
+                 directory_from_proto(c) for c in tree.children}
+    out: list[tuple[str, FileNode]] = []
+    pending = [("", directory_from_proto(tree.root))]
+    while pending:
+        prefix, directory = pending.pop()
+        out += [(posixpath.join(prefix, f.name), f) for f in directory.files]
+        for node in directory.directories:
+            child = by_digest.get(node.digest)
+            if child is None:
+                raise InvalidRequest(f"Tree lacks its directory {node.digest} ({node.name})")
+            if len(out) + len(pending) > 1_000_000:
+                raise InvalidRequest("Tree too large")
+            pending.append((posixpath.join(prefix, node.name), child))
+    return sorted(out, key=lambda item: item[0])
+
+
+_M = TypeVar("_M", re_pb.Command, re_pb.Directory, re_pb.Action, re_pb.Tree)
 
 
 def _parse(msg: _M, data: bytes, what: str) -> _M:

@@ -59,5 +59,6 @@ class ActionCache:
 
 def _blobs(result: ActionResult) -> list[Digest]:
     blobs = [o.digest for o in result.output_files]
+    blobs += [o.tree_digest for o in result.output_directories]  # (not the files in them)
     blobs += [d for d in (result.stdout_digest, result.stderr_digest) if d is not None]
     return blobs

@@ -14,7 +14,7 @@ from google.protobuf import timestamp_pb2
 
 from distbuild._proto.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb
 from distbuild._proto.v1 import scheduler_pb2 as pb
-from distbuild.actions import ActionResult, ExecutionMetadata, OutputFile
+from distbuild.actions import ActionResult, ExecutionMetadata, OutputDirectory, OutputFile
 from distbuild.cas.digest import BLAKE3, SHA256, DigestFunction
 from distbuild.codec import (
     digest_from_proto,
@@ -104,6 +104,9 @@ def result_to_proto(r: ActionResult) -> re_pb.ActionResult:
         output_files=[re_pb.OutputFile(path=o.path, digest=digest_to_proto(o.digest),
                                        is_executable=o.is_executable)
                       for o in r.output_files],
+        output_directories=[re_pb.OutputDirectory(path=o.path,
+                                                  tree_digest=digest_to_proto(o.tree_digest))
+                            for o in r.output_directories],
         exit_code=r.exit_code, execution_metadata=metadata_to_proto(r.metadata),
     )
     if r.stdout_digest is not None:
@@ -115,10 +118,9 @@ def result_to_proto(r: ActionResult) -> re_pb.ActionResult:
 
 def result_from_proto(msg: re_pb.ActionResult) -> ActionResult:
     """Convert; refuses what our dataclass cannot hold rather than dropping it silently."""
-    if msg.output_directories or msg.output_symlinks or msg.output_file_symlinks \
-            or msg.output_directory_symlinks:
-        raise InvalidRequest("action results with output directories or symlinks are not "
-                             "supported by this server (output files only)")
+    if msg.output_symlinks or msg.output_file_symlinks or msg.output_directory_symlinks:
+        raise InvalidRequest("action results with output symlinks are not supported by this "
+                             "server")
     return ActionResult(
         output_files=tuple(OutputFile(o.path, digest_from_proto(o.digest), o.is_executable)
                            for o in msg.output_files),
@@ -126,4 +128,6 @@ def result_from_proto(msg: re_pb.ActionResult) -> ActionResult:
         stdout_digest=optional_digest(msg.stdout_digest),
         stderr_digest=optional_digest(msg.stderr_digest),
         metadata=metadata_from_proto(msg.execution_metadata),
+        output_directories=tuple(OutputDirectory(o.path, digest_from_proto(o.tree_digest))
+                                 for o in msg.output_directories),
     )

@@ -40,12 +40,12 @@ from distbuild.sandbox import check_relative, resolve_inside
 from distbuild.worker.blob_cache import CachedStore, CachedStores
 from distbuild.worker.materialize import (
     SANDBOX_ROOT,
-    collect_outputs,
     materialize,
     prepare_outputs,
     substitute,
     unsubstitute,
 )
+from distbuild.worker.outputs import collect_outputs
 
 log = logging.getLogger(__name__)
 # Executor failures that end the same way on every attempt (wasm limits, an invalid module).
@@ -163,8 +163,11 @@ class JobRunner:
             raise (LimitExceeded if deterministic else ExecutionError)(
                 f"{outcome.failure}: {tail}")
         placeholder = sandbox and _uses_placeholder(command)
+        collected = collect_outputs(root, outputs, store, placeholder=placeholder)
         files = tuple(replace(f, path=posixpath.relpath(f.path, wd)) if wd else f
-                      for f in collect_outputs(root, outputs, store, placeholder=placeholder))
+                      for f in collected.files)
+        dirs = tuple(replace(d, path=posixpath.relpath(d.path, wd)) if wd else d
+                     for d in collected.directories)
         stdout, stderr = outcome.stdout, outcome.stderr
         if placeholder:  # results never name the worker's private directory
             stdout, stderr = unsubstitute(stdout, root), unsubstitute(stderr, root)
@@ -179,7 +182,8 @@ class JobRunner:
                 std_digests.append(None)
         store.upload(blobs)
         return ActionResult(
-            output_files=files, exit_code=outcome.exit_code, stdout_digest=std_digests[0],
+            output_files=files, output_directories=dirs, exit_code=outcome.exit_code,
+            stdout_digest=std_digests[0],
             stderr_digest=std_digests[1],
             metadata=ExecutionMetadata(
                 worker=self.worker_id, executor=executor.kind, started_at=started,

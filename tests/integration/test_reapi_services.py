@@ -347,3 +347,37 @@ def test_outputs_are_relative_to_the_working_directory(cluster: Cluster) -> None
     refused = run(["../../outside.txt"])
     assert refused.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert "escapes its sandbox" in refused.status.message
+
+
+def test_output_directories_come_back_as_trees(cluster: Cluster) -> None:
+    """An output directory (Bazel 4's output_directories) comes back as an OutputDirectory whose
+    Tree lists its files and subdirectories (symlinks left out), every blob in the CAS."""
+    cluster.start_worker("w1", capacity=1)
+    channel = _channel(cluster)
+    cas = RemoteCAS(cluster.addr, Config(home=cluster.root / "client"), channel=channel,
+                    function=SHA256)
+    script = ("mkdir -p outdir/sub && echo a > outdir/a.txt && printf '#!/bin/sh\\n' > "
+              "outdir/sub/run.sh && chmod +x outdir/sub/run.sh && ln -s /etc/passwd outdir/l")
+    command = re_pb.Command(arguments=["/bin/sh", "-c", script], output_directories=["outdir"])
+    cmd = command.SerializeToString()
+    root = re_pb.Directory().SerializeToString()
+    action = re_pb.Action(command_digest=_d(digest_bytes(cmd, SHA256)),
+                          input_root_digest=_d(digest_bytes(root, SHA256)))
+    blob = action.SerializeToString()
+    cas.upload({digest_bytes(b, SHA256): b for b in (cmd, blob)})
+    resp = _response(_operations(re_grpc.ExecutionStub(channel), digest_bytes(blob, SHA256),
+                                 SHA256)[-1])
+    assert resp.status.code == 0 and not resp.result.output_files
+    (out,) = resp.result.output_directories
+    assert out.path == "outdir"
+    tree = re_pb.Tree.FromString(cas.get_bytes(Digest(out.tree_digest.hash,
+                                                      out.tree_digest.size_bytes)))
+    assert [f.name for f in tree.root.files] == ["a.txt"] and not tree.root.symlinks
+    (sub,) = tree.root.directories
+    (child,) = tree.children
+    assert sub.name == "sub" and digest_bytes(child.SerializeToString(), SHA256) == \
+        Digest(sub.digest.hash, sub.digest.size_bytes)
+    (script_file,) = child.files
+    assert (script_file.name, script_file.is_executable) == ("run.sh", True)
+    a = tree.root.files[0].digest
+    assert cas.get_bytes(Digest(a.hash, a.size_bytes)) == b"a\n"
