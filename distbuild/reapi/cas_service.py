@@ -7,7 +7,7 @@ frontend, and packs the reply. Errors become status codes in ``distbuild/rpc/sta
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import grpc
 
@@ -37,9 +37,10 @@ class CasServicer(re_grpc.ContentAddressableStorageServicer):
     def __init__(self, frontend: StorageFrontend):
         self.f = frontend
 
-    def _function(self, instance: str, value: int, digests: object) -> DigestFunction:
+    def _function(self, instance: str, value: int,
+                  digests: Iterable[re_pb.Digest]) -> DigestFunction:
         self.f.check_instance(instance)
-        return function_from_proto(value, (d.hash for d in digests))  # type: ignore[attr-defined]
+        return function_from_proto(value, (d.hash for d in digests))
 
     @guarded
     def FindMissingBlobs(self, request: re_pb.FindMissingBlobsRequest,

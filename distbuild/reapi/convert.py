@@ -28,7 +28,7 @@ from distbuild.errors import InvalidRequest
 __all__ = [
     "digest_from_proto", "digest_to_proto", "function_from_proto", "function_to_proto",
     "optional_digest", "platform_from_proto", "platform_to_proto", "result_from_proto",
-    "result_to_proto",
+    "result_to_proto", "timestamp",
 ]
 
 _TO_PROTO: dict[DigestFunction, re_pb.DigestFunction.Value] = {
@@ -68,7 +68,7 @@ def _offered() -> str:
 
 
 # -- results ------------------------------------------------------------------------------------
-def _ts(t: float) -> timestamp_pb2.Timestamp:
+def timestamp(t: float) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromNanoseconds(int(t * 1e9))
     return ts
@@ -76,9 +76,9 @@ def _ts(t: float) -> timestamp_pb2.Timestamp:
 
 def metadata_to_proto(m: ExecutionMetadata) -> re_pb.ExecutedActionMetadata:
     msg = re_pb.ExecutedActionMetadata(
-        worker=m.worker, queued_timestamp=_ts(m.queued_at),
-        worker_start_timestamp=_ts(m.started_at),
-        worker_completed_timestamp=_ts(m.completed_at))
+        worker=m.worker, queued_timestamp=timestamp(m.queued_at),
+        worker_start_timestamp=timestamp(m.started_at),
+        worker_completed_timestamp=timestamp(m.completed_at))
     if m.executor or m.toolchain or m.fuel_consumed:
         msg.auxiliary_metadata.add().Pack(pb.ExecutorMetadata(
             executor=m.executor, toolchain=m.toolchain, fuel_consumed=m.fuel_consumed))

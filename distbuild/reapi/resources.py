@@ -25,8 +25,14 @@ class BlobResource:
     upload_id: str = ""  # writes only
 
 
+def blob_subject(digest: Digest, function: DigestFunction = BLAKE3) -> str:
+    """``blobs/{function/}{hash}/{size}``: a read name without the instance (also the subject
+    of a MISSING violation in a PreconditionFailure)."""
+    return f"blobs/{_segment(function)}{digest.hash}/{digest.size}"
+
+
 def read_name(digest: Digest, function: DigestFunction = BLAKE3, instance: str = "") -> str:
-    return _prefix(instance) + f"blobs/{_segment(function)}{digest.hash}/{digest.size}"
+    return _prefix(instance) + blob_subject(digest, function)
 
 
 def write_name(digest: Digest, upload_id: str, function: DigestFunction = BLAKE3,

@@ -9,7 +9,7 @@ counted so that eviction runs in the background once a tenth of a store's cap ha
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from distbuild.actions import ActionResult
@@ -232,7 +232,7 @@ class _ChunkReader:
     """A read()-able view of a chunk iterator that refuses more bytes than claimed."""
 
     def __init__(self, chunks: Iterable[bytes], limit: int,
-                 progress: object = None):
+                 progress: Callable[[int], None] | None = None):
         self._it = iter(chunks)
         self._buf = b""
         self._seen = 0
@@ -247,7 +247,7 @@ class _ChunkReader:
             self._seen += len(chunk)
             if self._seen > self._limit:
                 raise CorruptBlob(f"upload sends more than the claimed {self._limit} bytes")
-            if callable(self._progress):
+            if self._progress is not None:
                 self._progress(self._seen)
             self._buf = chunk
         out, self._buf = (self._buf, b"") if n < 0 else (self._buf[:n], self._buf[n:])

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from distbuild.actions import ActionResult
-from distbuild.cas.digest import BLAKE3, SHA256, Digest, DigestFunction
+from distbuild.cas.digest import BLAKE3, Digest, DigestFunction
 from distbuild.cas.storage import ContentStores
 from distbuild.cas.store import LocalCAS
 from distbuild.codec import decode_action, decode_command
@@ -39,6 +39,7 @@ from distbuild.errors import (
     NoSuitableWorker,
     UnknownJob,
 )
+from distbuild.reapi.resources import blob_subject
 from distbuild.scheduler import affinity
 from distbuild.scheduler.fair_queue import FairQueue
 from distbuild.scheduler.model import (
@@ -489,10 +490,8 @@ def _read(cas: LocalCAS, digest: Digest, what: str) -> bytes:
     try:
         return cas.get_bytes(digest)
     except BlobNotFound:
-        named = "" if cas.function is SHA256 else f"{cas.function.value}/"
         raise MissingBlobs(f"the {what} blob {digest} is not in the CAS ({cas.function}); "
-                           "upload it first",
-                           (f"blobs/{named}{digest.hash}/{digest.size}",)) from None
+                           "upload it first", (blob_subject(digest, cas.function),)) from None
 
 
 def _fmt(props: Properties) -> str:

@@ -22,11 +22,10 @@ from collections.abc import Iterator
 
 import grpc
 from google.longrunning import operations_pb2
-from google.protobuf import timestamp_pb2
 
 from distbuild._proto.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb
 from distbuild._proto.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
-from distbuild.cas.digest import SHA256
+from distbuild.cas.digest import Digest
 from distbuild.errors import InvalidRequest
 from distbuild.reapi.convert import (
     digest_from_proto,
@@ -34,8 +33,10 @@ from distbuild.reapi.convert import (
     function_from_proto,
     function_to_proto,
     result_to_proto,
+    timestamp,
 )
 from distbuild.reapi.execution_client import METADATA_KEY
+from distbuild.reapi.resources import blob_subject
 from distbuild.rpc.status import failure_status, guarded
 from distbuild.scheduler.core import Scheduler
 from distbuild.scheduler.model import COMPLETED, QUEUED, RUNNING, Job
@@ -44,12 +45,6 @@ _WATCH_SLICE = 5.0  # a streaming call re-checks its context this often
 _SETTLE = 0.2  # an intermediate state is reported once it has lasted this long
 _STAGES = {QUEUED: re_pb.ExecutionStage.QUEUED, RUNNING: re_pb.ExecutionStage.EXECUTING}
 _DIGEST = re.compile(r"\b([0-9a-f]{64})/(\d+)\b")
-
-
-def _ts(t: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(t * 1e9))
-    return ts
 
 
 def operation_of(job: Job) -> operations_pb2.Operation:
@@ -61,9 +56,9 @@ def operation_of(job: Job) -> operations_pb2.Operation:
         digest_function=function_to_proto(job.digest_function))
     partial = meta.partial_execution_metadata
     partial.worker = job.worker_id
-    partial.queued_timestamp.CopyFrom(_ts(job.submitted_at))
+    partial.queued_timestamp.CopyFrom(timestamp(job.submitted_at))
     if job.started_at:
-        partial.worker_start_timestamp.CopyFrom(_ts(job.started_at))
+        partial.worker_start_timestamp.CopyFrom(timestamp(job.started_at))
     op = operations_pb2.Operation(name=job.job_id, done=job.done)
     op.metadata.Pack(meta)
     if job.done:
@@ -81,9 +76,8 @@ def _response(job: Job) -> re_pb.ExecuteResponse:
     if kind in ("BlobNotFound", "MissingBlobs"):
         # A missing input: REAPI's FAILED_PRECONDITION naming each blob, so the client can
         # upload it and try again.
-        named = "" if job.digest_function is SHA256 else f"{job.digest_function.value}/"
         kind = "MissingBlobs"
-        subjects = tuple(dict.fromkeys(f"blobs/{named}{h}/{n}"
+        subjects = tuple(dict.fromkeys(blob_subject(Digest(h, int(n)), job.digest_function)
                                        for h, n in _DIGEST.findall(job.error)))
     resp.status.CopyFrom(failure_status(kind, job.error, subjects))
     return resp

@@ -88,7 +88,8 @@ def _response(op: operations_pb2.Operation) -> re_pb.ExecuteResponse:
 
 def test_capabilities(cluster: Cluster) -> None:
     """GetCapabilities offers SHA-256 and BLAKE3 for cache and execution, SHA-256 as the
-    singular function older clients read, API 2.0-2.3, and cache updates."""
+    singular function older clients read, API 2.0-2.3, and cache updates; a request for
+    another instance than the unnamed one is refused."""
     stub = re_grpc.CapabilitiesStub(_channel(cluster))
     caps = stub.GetCapabilities(re_pb.GetCapabilitiesRequest(), timeout=30)
     cache, execution = caps.cache_capabilities, caps.execution_capabilities
@@ -101,6 +102,11 @@ def test_capabilities(cluster: Cluster) -> None:
     assert (caps.high_api_version.major, caps.high_api_version.minor) == (2, 3)
     parsed = fetch_capabilities(_channel(cluster))
     assert parsed.choose() is BLAKE3 and parsed.choose((SHA256,), execution=True) is SHA256
+    cas = re_grpc.ContentAddressableStorageStub(_channel(cluster))
+    with pytest.raises(grpc.RpcError) as info:  # one unnamed instance is served
+        cas.FindMissingBlobs(re_pb.FindMissingBlobsRequest(instance_name="other"), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown instance 'other'" in info.value.details()
 
 
 def test_cas_functions_side_by_side_and_bytestream(cluster: Cluster) -> None:
