@@ -69,7 +69,10 @@ def operation_of(job: Job) -> operations_pb2.Operation:
 def _response(job: Job) -> re_pb.ExecuteResponse:
     resp = re_pb.ExecuteResponse(cached_result=job.cached)
     if job.state == COMPLETED and job.result is not None:
-        resp.result.CopyFrom(result_to_proto(job.result))
+        if job.result_blob:  # the worker's own message: no need to build it again
+            resp.result.ParseFromString(job.result_blob)
+        else:
+            resp.result.CopyFrom(result_to_proto(job.result))
         return resp
     kind = job.error_kind or "JobFailed"
     subjects: tuple[str, ...] = ()

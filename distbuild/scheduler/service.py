@@ -45,7 +45,9 @@ def job_to_proto(job: Job) -> pb.Job:
         platform=convert.platform_to_proto(job.platform),
         digest_function=convert.function_to_proto(job.digest_function),
     )
-    if job.result is not None:
+    if job.result_blob:
+        msg.result.ParseFromString(job.result_blob)
+    elif job.result is not None:
         msg.result.CopyFrom(convert.result_to_proto(job.result))
     if job.error:
         msg.error.CopyFrom(failure_status(job.error_kind, job.error))
