@@ -25,6 +25,15 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bazel"
 TOKEN = "bazel-test-token"
 
 
+def _workspace(tmp_path: Path) -> Path:
+    if shutil.which("bazel") is None:
+        pytest.skip("bazel is not installed (scripts/setup.d/bazel.sh installs Debian's "
+                    "bazel-bootstrap)")
+    ws = tmp_path / "ws"
+    shutil.copytree(FIXTURE, ws)
+    return ws
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path / "cluster", token=TOKEN)
@@ -32,15 +41,20 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c.stop()
 
 
-def _bazel(root: Path, ws: Path, *args: str, addr: str = "") -> str:
+def _bazel(root: Path, ws: Path, *args: str, addr: str = "", execute: bool = True) -> str:
     """One Bazel command in batch mode (no server is left behind), its output as text.
 
-    The system rc file stays: Debian's names the install base; the user's is ignored.
+    With ``addr``: our scheduler as remote cache, and as executor unless ``execute`` is off
+    (then Bazel runs actions itself and uploads their results). The system rc file stays:
+    Debian's names the install base; the user's is ignored.
     """
-    remote = [f"--remote_executor=grpc://{addr}", f"--remote_cache=grpc://{addr}",
-              "--spawn_strategy=remote", "--remote_timeout=120",
-              f"--remote_header=authorization=Bearer {TOKEN}",
-              "--remote_default_exec_properties=executor=local"] if addr else []
+    remote = [f"--remote_cache=grpc://{addr}", "--remote_timeout=120",
+              f"--remote_header=authorization=Bearer {TOKEN}"] if addr else []
+    if addr and execute:
+        remote += [f"--remote_executor=grpc://{addr}", "--spawn_strategy=remote",
+                   "--remote_default_exec_properties=executor=local"]
+    elif addr:
+        remote += ["--spawn_strategy=local"]
     proc = subprocess.run(
         ["bazel", "--batch", "--nohome_rc", f"--output_user_root={root}",
          *args[:1], *remote, *args[1:]],
@@ -56,11 +70,7 @@ def test_bazel_builds_on_our_workers_and_hits_our_action_cache(tmp_path: Path,
     Operations, ByteStream/batches; our shared token sent as a --remote_header), gets correct
     outputs, and after `bazel clean` the same build is served entirely from our action cache:
     every action a remote cache hit, no new job on any worker."""
-    if shutil.which("bazel") is None:
-        pytest.skip("bazel is not installed (scripts/setup.d/bazel.sh installs Debian's "
-                    "bazel-bootstrap)")
-    ws = tmp_path / "ws"
-    shutil.copytree(FIXTURE, ws)
+    ws = _workspace(tmp_path)
     root = tmp_path / "bazel-root"
     cluster.start_scheduler()
     cluster.start_worker("w1", capacity=2)
@@ -87,6 +97,27 @@ def test_bazel_builds_on_our_workers_and_hits_our_action_cache(tmp_path: Path,
     assert not re.search(r"\d+ remote[.,]", second.replace("remote cache hit", "")), \
         second[-2000:]
     assert len(client.list_jobs()) == len(jobs)  # nothing executed again
+    run = subprocess.run([str(ws / "bazel-bin" / "hello")], capture_output=True, text=True,
+                         timeout=30, check=True)
+    assert run.stdout == "hello from C\n"
+
+
+def test_bazel_uploads_local_results_to_our_cache(tmp_path: Path, cluster: Cluster) -> None:
+    """Bazel 4 with our scheduler as its remote cache only: it runs the actions itself and
+    uploads their outputs (CAS, ByteStream) and results (UpdateActionResult, SHA-256); after
+    `bazel clean` every action is a remote cache hit, and no job ever ran on a worker."""
+    ws = _workspace(tmp_path)
+    root = tmp_path / "bazel-root"
+    cluster.start_scheduler()
+    _bazel(root, ws, "build", "//:greeting", "//:hello", addr=cluster.addr, execute=False)
+    blobs = list((cluster.root / "scheduler-home" / "scheduler" / "sha256" / "cas" / "blobs")
+                 .rglob("*"))
+    assert any(p.is_file() for p in blobs)  # the uploads went to the SHA-256 store
+    _bazel(root, ws, "clean")
+    again = _bazel(root, ws, "build", "//:greeting", "//:hello", addr=cluster.addr,
+                   execute=False)
+    assert re.search(r"\b3 remote cache hit\b", again), again[-2000:]
+    assert cluster.client().list_jobs() == []
     run = subprocess.run([str(ws / "bazel-bin" / "hello")], capture_output=True, text=True,
                          timeout=30, check=True)
     assert run.stdout == "hello from C\n"

@@ -13,6 +13,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from distbuild._proto.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb
+from distbuild.actions import ActionResult, OutputFile
 from distbuild.cas.digest import BLAKE3, SHA256, Digest, digest_bytes
 from distbuild.cas.storage import ContentStores
 from distbuild.codec import decode_command
@@ -126,3 +127,17 @@ def test_cas_has_no_wire_dependencies() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout
     assert out.strip() == "[]"
+
+
+def test_action_cache_takes_the_empty_blob_as_present(tmp_path: Path) -> None:
+    """A result naming an empty output file (never uploaded: REAPI clients such as Bazel skip
+    the empty blob) is stored and served; one naming an absent non-empty blob is refused."""
+    stores = ContentStores(tmp_path)
+    ac = stores.ac(SHA256)
+    empty = digest_bytes(b"", SHA256)
+    result = ActionResult(output_files=(OutputFile("empty.txt", empty),), stdout_digest=empty)
+    ac.put(digest_bytes(b"action", SHA256), result)
+    assert ac.get(digest_bytes(b"action", SHA256)) == result
+    with pytest.raises(InvalidRequest, match="CAS lacks"):
+        ac.put(digest_bytes(b"other", SHA256),
+               ActionResult(output_files=(OutputFile("x", digest_bytes(b"x", SHA256)),)))
