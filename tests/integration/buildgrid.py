@@ -27,7 +27,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import BIN_DIR, CLI, REPO
 from tests.integration.cluster import free_port, wait_for
 
 BGD = REPO / "build" / "buildgrid" / "venv" / "bin" / "bgd"
@@ -45,6 +45,9 @@ server:
     insecure-mode: true
 authorization:
   method: none
+# Each bot keeps one UpdateBotSession call open and each client an Execute stream: the default
+# (5 threads per CPU) is exhausted by a few of them ("Concurrent RPC limit exceeded").
+thread-pool-size: 64
 connections:
   - !sql-connection &sql
     connection-string: {db_url}
@@ -238,6 +241,31 @@ class BuildGridFarm:
                 "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities")
             call(request, timeout=2)
         return True
+
+
+class Bot:
+    """``cargo-distbuild worker join`` as a process, with its own DISTBUILD_HOME and log."""
+
+    def __init__(self, farm: BuildGridFarm, root: Path, bot_id: str, capacity: int = 2):
+        self.log_path = root / f"{bot_id}.log"
+        env = dict(os.environ, DISTBUILD_HOME=str(root / f"{bot_id}-home"),
+                   PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [CLI, "-v", "worker", "join", "--farm", farm.addr, "--instance", farm.instance,
+                 "--id", bot_id, "--capacity", str(capacity)],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_for(f"bot {bot_id} to open its session",
+                 lambda: self.proc.poll() is not None or "session" in self.log(), timeout=60)
+        assert self.proc.poll() is None, f"bot {bot_id} exited:\n{self.log()}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
 
 
 def _exited(proc: subprocess.Popen[bytes]) -> bool:
