@@ -5,7 +5,7 @@ Where settings come from, last wins:
   2. the file named by ``DISTBUILD_CONFIG``, else ``$DISTBUILD_HOME/config.toml`` if present;
   3. environment overrides: ``DISTBUILD_HOME`` (all local state), ``DISTBUILD_SCHEDULER``
      (``host:port``, sets ``scheduler.addr``), ``DISTBUILD_TOKEN`` (``auth.token``),
-     ``DISTBUILD_CACHE_SIZE`` (``cache.max_size``).
+     ``DISTBUILD_CACHE_SIZE`` (``cache.max_size``), ``DISTBUILD_REMOTE`` (``remote.endpoint``).
 """
 
 from __future__ import annotations
@@ -81,6 +81,20 @@ class WorkerConfig:
     wasm_fuel: int = 100_000_000_000  # wasm instructions per action unless the action says less
 
 
+REMOTE_DIGEST_FUNCTIONS = ("auto", "blake3", "sha256")
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """An existing REAPI farm (BuildGrid, Buildbarn, NativeLink, BuildBuddy) that runs the
+    master's misses (docs/reapi.md)."""
+
+    endpoint: str = ""  # host:port of the farm's Execution/CAS services; "" = no farm
+    instance: str = ""  # the farm's instance name
+    # auto: BLAKE3 when the farm offers it, else SHA-256 (Capabilities decides)
+    digest_function: str = "auto"
+
+
 @dataclass(frozen=True)
 class AuthConfig:
     token: str = ""  # shared secret sent as gRPC metadata; empty = no auth
@@ -97,6 +111,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
 
     @property
     def cas_dir(self) -> Path:
@@ -147,7 +162,7 @@ def load_config() -> Config:
     elif "DISTBUILD_CONFIG" in os.environ:
         raise ConfigError(f"DISTBUILD_CONFIG names {path}, which does not exist")
     sections = {"cache": CacheConfig, "master": MasterConfig, "scheduler": SchedulerConfig,
-                "worker": WorkerConfig, "auth": AuthConfig}
+                "worker": WorkerConfig, "auth": AuthConfig, "remote": RemoteConfig}
     unknown = set(data) - set(sections)
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
@@ -162,6 +177,12 @@ def load_config() -> Config:
     if env.get("DISTBUILD_CACHE_SIZE"):
         size = parse_size(env["DISTBUILD_CACHE_SIZE"])
         cfg = replace(cfg, cache=replace(cfg.cache, max_size=size))
+    if env.get("DISTBUILD_REMOTE") is not None:
+        cfg = replace(cfg, remote=replace(cfg.remote, endpoint=env["DISTBUILD_REMOTE"]))
+    if cfg.remote.digest_function not in REMOTE_DIGEST_FUNCTIONS:
+        raise ConfigError(f"remote.digest_function must be one of "
+                          f"{', '.join(REMOTE_DIGEST_FUNCTIONS)}, not "
+                          f"{cfg.remote.digest_function!r}")
     return cfg
 
 
