@@ -1,7 +1,12 @@
-"""``cargo-distbuild build|check|test [--workspace-only] [CARGO ARGS...]``.
+"""``cargo-distbuild build|check|test [--workspace-only] [--no-summary] [CARGO ARGS...]``.
 
 Runs Cargo with the shim as RUSTC_WRAPPER (or RUSTC_WORKSPACE_WRAPPER with
 ``--workspace-only``), then prints what the cache did during this build.
+
+Our own options are taken only when spelled exactly, before any ``--``; every other argument
+reaches Cargo untouched and in order (argparse would take ``--workspace`` as an abbreviation
+of ``--workspace-only``, and reorder or drop ``--``), so ``split_cargo_args`` sorts them before
+argparse sees the command.
 """
 
 from __future__ import annotations
@@ -23,6 +28,23 @@ from distbuild.master.shim import install_shim
 from distbuild.rustc.paths import c_prefix_map_flags, default_cargo_home
 
 CARGO_COMMANDS = ("build", "check", "test")
+OWN_OPTIONS = frozenset({"--workspace-only", "--no-summary", "-h", "--help"})
+
+
+def split_cargo_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """(our options, Cargo's arguments) of what follows ``build|check|test``.
+
+    Ours are the exact spellings in ``OWN_OPTIONS`` before a ``--``; everything else, ``--``
+    and all after it included, is Cargo's, in its original order.
+    """
+    ours: list[str] = []
+    cargo: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            cargo.extend(args[i:])
+            break
+        (ours if arg in OWN_OPTIONS else cargo).append(arg)
+    return ours, cargo
 
 
 def register(sub: Any) -> None:
@@ -30,12 +52,14 @@ def register(sub: Any) -> None:
         p = sub.add_parser(
             name, help=f"cargo {name} through the cache (extra arguments go to cargo)",
             description=f"Run `cargo {name} ARGS...` with every rustc invocation going through "
-            "cargo-distbuild, then print a summary. Unknown options are passed to cargo.",
+            "cargo-distbuild, then print a summary. Every argument but the options below "
+            "(spelled exactly, before any --) is passed to cargo unchanged.",
+            allow_abbrev=False,
         )
         p.add_argument("--workspace-only", action="store_true",
                        help="wrap only workspace members (RUSTC_WORKSPACE_WRAPPER)")
         p.add_argument("--no-summary", action="store_true", help="do not print the summary")
-        p.set_defaults(func=cmd_cargo, cargo_command=name, accepts_extra=True)
+        p.set_defaults(func=cmd_cargo, cargo_command=name)
 
 
 def cmd_cargo(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from distbuild import __version__
+from distbuild.cli.build import CARGO_COMMANDS, split_cargo_args
 from distbuild.errors import DistbuildError
 
 # Command modules, in help order. Each exposes register(subparsers).
@@ -59,10 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         return run_repl()
     parser = build_parser()
+    cargo_args = None
+    command_at = next((i for i, a in enumerate(args_list) if not a.startswith("-")), None)
+    if command_at is not None and args_list[command_at] in CARGO_COMMANDS:
+        # Cargo's arguments never go through argparse (see distbuild/cli/build.py).
+        ours, cargo_args = split_cargo_args(args_list[command_at + 1:])
+        args_list = [*args_list[:command_at + 1], *ours]
     args, extra = parser.parse_known_args(args_list)
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.extra = extra
+    args.extra = extra if cargo_args is None else cargo_args
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
