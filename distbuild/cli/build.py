@@ -77,6 +77,8 @@ def cmd_cargo(args: argparse.Namespace) -> int:
     var = "RUSTC_WORKSPACE_WRAPPER" if args.workspace_only else "RUSTC_WRAPPER"
     env[var] = str(shim)
     env["DISTBUILD_HOME"] = str(cfg.home)
+    # The shim reads no config file (it must start fast): hand it master.request_timeout.
+    env.setdefault("DISTBUILD_REQUEST_TIMEOUT", str(cfg.master.request_timeout))
     start = time.monotonic()
     code = subprocess.call(["cargo", args.cargo_command, *args.extra], env=env)
     elapsed = time.monotonic() - start

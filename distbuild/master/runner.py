@@ -19,7 +19,7 @@ from typing import Protocol
 
 from distbuild.cas.digest import Digest
 from distbuild.cas.store import LocalCAS
-from distbuild.config import Config, cpu_count
+from distbuild.config import EXECUTION_MODES, Config, cpu_count
 from distbuild.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,6 @@ class Runners:
     primary: CompileRunner
     local: LocalRunner
     close: Callable[[], None] = lambda: None
-
-
-EXECUTION_MODES = ("embedded", "sandboxed", "direct")
 
 
 def make_runners(cfg: Config, cas: LocalCAS) -> Runners:
