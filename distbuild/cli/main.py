@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,6 +33,7 @@ COMMAND_MODULES = (
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,9 +81,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(func(args) or 0)
+        code = int(func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`cas list --json | head`): stop quietly, as if killed by
+        # SIGPIPE, and keep the interpreter from complaining when it flushes at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except DistbuildError as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as e:  # a file that is missing, a directory, no permission...
+        logging.getLogger(__name__).debug("failed", exc_info=True)
+        what = f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
+        print(f"error: {what}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -141,8 +141,12 @@ def serve(cfg: Config) -> int:
         conn.settimeout(None)
         threading.Thread(target=master.handle_connection, args=(conn,), daemon=True).start()
     server.close()
-    if os.path.exists(sock_path) and _same_socket_owner(cfg):
-        os.unlink(sock_path)
+    if _same_socket_owner(cfg):  # not when a newer master took over the socket meanwhile
+        for path in (sock_path, cfg.home / "master.pid"):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
     keeper.join(timeout=5)
     master.runners.close()
     return 0
