@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,50 @@ def plain_app_output(tmp_path_factory: pytest.TempPathFactory) -> str:
     subprocess.run(["cargo", "build", "-q"], cwd=ws, env=env, check=True, timeout=600,
                    capture_output=True)
     return run_app(ws)
+
+
+@contextmanager
+def tmpfs_mount(path: Path, size: str = "512m") -> Iterator[Path]:
+    """A real tmpfs mounted at ``path`` (another filesystem than the tests' temp directory);
+    skips the test, saying why, when mounting is refused (not root, no mount namespace)."""
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs at {path}: {proc.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        # Lazy: a master that is still exiting may hold a file open for a moment.
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+COUNTING_RUSTC = """#!/bin/sh
+# Logs each compiling invocation (one line: pid and arguments; not Cargo's --print probes)
+# and runs the real rustc.
+case " $* " in
+  *" --print"*) ;;
+  *" --crate-name "*) echo "$$ $*" >> "{log}" ;;
+esac
+exec "{rustc}" "$@"
+"""
+
+
+def counting_rustc(dest: Path) -> tuple[Path, Path]:
+    """A rustc that logs every compilation it runs: (the script, its log)."""
+    real = shutil.which("rustc")
+    assert real, "rustc is not on PATH"
+    log = dest.with_suffix(".log")
+    log.write_text("")
+    dest.write_text(COUNTING_RUSTC.format(log=log, rustc=real))
+    dest.chmod(0o755)
+    return dest, log
+
+
+def crate_names(log: Path) -> list[str]:
+    """The --crate-name of each compilation a counting rustc ran, in order."""
+    names = []
+    for line in log.read_text().splitlines():
+        words = line.split()
+        names.append(words[words.index("--crate-name") + 1])
+    return names
