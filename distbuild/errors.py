@@ -16,7 +16,9 @@
     │   ├── ExecutorUnavailable  e.g. no Docker engine, wasmtime missing
     │   ├── ActionTimeout      killed after its deadline
     │   ├── ActionCancelled
-    │   └── LimitExceeded      out of fuel, memory or output cap, not runnable: retrying cannot help
+    │   ├── LimitExceeded      out of fuel, memory or output cap, not runnable: retrying cannot help
+    │   └── LocalError         this machine's files refused (ENOSPC, EACCES...): not the cluster's
+    │                          fault, and no other attempt would fare better
     └── RemoteError            talking to a scheduler / worker / remote CAS failed
         ├── Unavailable        not reachable
         │   └── NoSuitableWorker  no live worker matches the action's platform
@@ -90,6 +92,11 @@ class ActionCancelled(ExecutionError):
 class LimitExceeded(ExecutionError):
     """The action hit a deterministic limit (fuel, memory, output size) or cannot be run at all
     (an invalid module): another attempt or another worker would end the same way."""
+
+
+class LocalError(ExecutionError):
+    """An operation on this machine's own files failed (no space, no permission, ...): a local
+    problem, never retried as if the cluster had failed."""
 
 
 class RemoteError(DistbuildError):

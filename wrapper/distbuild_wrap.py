@@ -58,15 +58,25 @@ def _exec_rustc(argv):
     posix._exit(127)
 
 
+def _build_id():
+    """``DISTBUILD_BUILD_ID`` if it is a plain name (it names a file), else ""."""
+    build = _getenv("DISTBUILD_BUILD_ID")
+    ok = 0 < len(build) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_") for c in build)
+    return build if ok else ""
+
+
 def _fallback(home, argv):
-    """Count the fallback (one byte appended to <home>/fallbacks) and run rustc."""
-    try:
-        flags = posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND
-        fd = posix.open(home + "/fallbacks", flags, 0o644)
-        posix.write(fd, b"f")
-        posix.close(fd)
-    except OSError:
-        pass
+    """Count the fallback (one byte appended to <home>/fallbacks, and within a build to
+    <home>/builds/<id>.fallbacks) and run rustc."""
+    build = _build_id()
+    files = [home + "/fallbacks"] + ([home + "/builds/" + build + ".fallbacks"] if build else [])
+    for path in files:
+        try:
+            fd = posix.open(path, posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND, 0o644)
+            posix.write(fd, b"f")
+            posix.close(fd)
+        except OSError:
+            pass
     _exec_rustc(argv)
 
 

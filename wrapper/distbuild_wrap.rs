@@ -63,11 +63,24 @@ fn exec_rustc(argv: &[OsString]) -> ! {
     process::exit(127)
 }
 
-/// Count the fallback (one byte appended to <home>/fallbacks) and run rustc.
+/// `DISTBUILD_BUILD_ID` if it is a plain name (it names a file).
+fn build_id() -> Option<String> {
+    var("DISTBUILD_BUILD_ID").filter(|b| {
+        b.len() <= 64 && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    })
+}
+
+/// Count the fallback (one byte appended to <home>/fallbacks, and within a build to
+/// <home>/builds/<id>.fallbacks) and run rustc.
 fn fallback(home: &str, argv: &[OsString]) -> ! {
-    let file = OpenOptions::new().append(true).create(true).open(format!("{home}/fallbacks"));
-    if let Ok(mut f) = file {
-        let _ = f.write_all(b"f");
+    let mut files = vec![format!("{home}/fallbacks")];
+    if let Some(build) = build_id() {
+        files.push(format!("{home}/builds/{build}.fallbacks"));
+    }
+    for path in files {
+        if let Ok(mut f) = OpenOptions::new().append(true).create(true).open(path) {
+            let _ = f.write_all(b"f");
+        }
     }
     exec_rustc(argv)
 }

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from typing import Any
 
 from rich.table import Table
@@ -25,6 +26,7 @@ from distbuild.config import load_config
 from distbuild.errors import Unavailable
 from distbuild.master import client
 from distbuild.master.shim import install_shim
+from distbuild.master.stats import BUILD_ID_VAR, empty_counters, with_shim_fallbacks
 from distbuild.rustc.paths import c_prefix_map_flags, default_cargo_home
 
 CARGO_COMMANDS = ("build", "check", "test")
@@ -69,24 +71,32 @@ def cmd_cargo(args: argparse.Namespace) -> int:
     metadata = start_metadata(env)  # runs while the master starts
     try:
         client.ensure_running(cfg)
-        before = client.stats(cfg)
     except Unavailable as e:
         err_console.print(f"[yellow]warning:[/yellow] {e}; every rustc falls back to itself")
-        before = None
     add_c_prefix_maps(env, metadata)
     var = "RUSTC_WORKSPACE_WRAPPER" if args.workspace_only else "RUSTC_WRAPPER"
     env[var] = str(shim)
     env["DISTBUILD_HOME"] = str(cfg.home)
     # The shim reads no config file (it must start fast): hand it master.request_timeout.
     env.setdefault("DISTBUILD_REQUEST_TIMEOUT", str(cfg.master.request_timeout))
+    # Every request of this build carries its id, so the summary counts this build's
+    # compilations only, however many builds share the master (distbuild/master/stats.py).
+    build_id = uuid.uuid4().hex
+    env[BUILD_ID_VAR] = build_id
+    shim_fallbacks = cfg.home / "builds" / f"{build_id}.fallbacks"
+    shim_fallbacks.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    code = subprocess.call(["cargo", args.cargo_command, *args.extra], env=env)
-    elapsed = time.monotonic() - start
-    if before is not None and not args.no_summary:
-        try:
-            print_summary(before, client.stats(cfg), elapsed)
-        except Unavailable:
-            pass
+    try:
+        code = subprocess.call(["cargo", args.cargo_command, *args.extra], env=env)
+        elapsed = time.monotonic() - start
+        if not args.no_summary:
+            try:
+                counters = client.build_stats(cfg, build_id)
+            except Unavailable:  # no master: only the shim's fallbacks are known
+                counters = with_shim_fallbacks(empty_counters(), shim_fallbacks)
+            print_summary(counters, elapsed)
+    finally:
+        shim_fallbacks.unlink(missing_ok=True)
     return code
 
 
@@ -125,20 +135,8 @@ def add_c_prefix_maps(env: dict[str, str], metadata: subprocess.Popen[bytes] | N
         env[var] = f"{env[var]} {flags}" if env.get(var) else flags
 
 
-def _delta(before: dict[str, Any], after: dict[str, Any], key: str) -> int:
-    return int(after.get(key, 0)) - int(before.get(key, 0))
-
-
-def print_summary(before: dict[str, Any], after: dict[str, Any], elapsed: float) -> None:
-    d = {k: _delta(before, after, k) for k in (
-        "compile_requests", "cache_hits", "cache_misses", "executed_local", "executed_remote",
-        "fallbacks")}
-    not_cacheable = {
-        reason: n - before.get("not_cacheable", {}).get(reason, 0)
-        for reason, n in after.get("not_cacheable", {}).items()
-        if n - before.get("not_cacheable", {}).get(reason, 0)
-    }
-    saved = float(after.get("time_saved_s", 0.0)) - float(before.get("time_saved_s", 0.0))
+def print_summary(d: dict[str, Any], elapsed: float) -> None:
+    """What the cache did for one build (``d``: that build's counters)."""
     table = Table(title=f"cargo-distbuild: {elapsed:.1f} s", title_justify="left",
                   show_header=False, box=None)
     table.add_column(style="bold")
@@ -151,7 +149,9 @@ def print_summary(before: dict[str, Any], after: dict[str, Any], elapsed: float)
     table.add_row("cache misses", str(d["cache_misses"]))
     table.add_row("executed locally / remotely", f"{d['executed_local']} / {d['executed_remote']}")
     table.add_row("fallbacks", f"[yellow]{d['fallbacks']}[/yellow]" if d["fallbacks"] else "0")
-    for reason, n in sorted(not_cacheable.items()):
-        table.add_row(f"not cacheable ({reason})", str(n))
-    table.add_row("time saved", f"{saved:.1f} s")
+    for title, table_name in (("fallback", "fallback_reasons"), ("not cacheable", "not_cacheable"),
+                              ("not stored", "not_stored")):
+        for reason, n in sorted(d.get(table_name, {}).items()):
+            table.add_row(f"{title} ({reason})", str(n))
+    table.add_row("time saved", f"{float(d['time_saved_s']):.1f} s")
     err_console.print(table)

@@ -15,13 +15,13 @@ from distbuild.errors import Unavailable
 from distbuild.master import protocol
 
 
-def _call(cfg: Config, kind: bytes, timeout: float = 10.0) -> dict[str, Any]:
+def _call(cfg: Config, kind: bytes, timeout: float = 10.0, build_id: str = "") -> dict[str, Any]:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(str(cfg.socket_path))
         protocol.write_frame(s, protocol.REQUEST_MAGIC, protocol.encode_request(
-            protocol.Request(kind)))
+            protocol.Request(kind, build_id=build_id)))
         body = protocol.read_frame(s, protocol.REPLY_MAGIC)
     except OSError as e:
         raise Unavailable(f"no master at {cfg.socket_path}: {e}") from e
@@ -43,6 +43,11 @@ def ping(cfg: Config) -> int | None:
 
 def stats(cfg: Config) -> dict[str, Any]:
     return _call(cfg, b"S")
+
+
+def build_stats(cfg: Config, build_id: str) -> dict[str, Any]:
+    """The counters of one build (the requests that carried ``DISTBUILD_BUILD_ID``)."""
+    return _call(cfg, b"B", build_id=build_id)
 
 
 def zero_stats(cfg: Config) -> None:

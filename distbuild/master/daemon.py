@@ -74,6 +74,8 @@ class Master:
             return protocol.encode_result(reply.exit_code, reply.stdout, reply.stderr)
         if req.kind == b"S":
             return protocol.encode_json(json.dumps(self.stats.snapshot()).encode())
+        if req.kind == b"B":
+            return protocol.encode_json(json.dumps(self.stats.build(req.build_id)).encode())
         if req.kind == b"Z":
             self.stats.zero()
             return protocol.encode_json(b"{}")

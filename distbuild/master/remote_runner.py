@@ -25,7 +25,8 @@ How a job becomes an Action:
     cache, keyed by what rustc really read, is the one that matters).
 
 Any cluster problem raises a ``RemoteError`` (``Unavailable``, ``NoSuitableWorker``,
-``JobFailed``, ``IncompleteInputs``); the master then compiles locally and counts a fallback.
+``JobFailed``, ``IncompleteInputs``), a failure of this machine's files a ``LocalError``; the
+master then compiles locally and counts a fallback with its reason.
 A compile error is not a cluster problem: it comes back as a CompileRun with a nonzero exit
 code.
 """
@@ -51,11 +52,13 @@ from distbuild.errors import (
     DistbuildError,
     IncompleteInputs,
     JobFailed,
+    LocalError,
     NoSuitableWorker,
     RemoteError,
     Unavailable,
 )
 from distbuild.fsutil import write_atomic
+from distbuild.inplace import IN_PLACE
 from distbuild.master.inputs import Inputs, missed_input, package_inputs, probe_inputs
 from distbuild.master.runner import CompileJob, CompileRun, CompileRunner
 from distbuild.rpc.server import make_channel
@@ -64,7 +67,6 @@ from distbuild.scheduler.action_builder import InputFile, PreparedAction, prepar
 from distbuild.scheduler.client import JobView, SchedulerClient
 from distbuild.toolchain.ship import ship_toolchain
 from distbuild.worker.blob_cache import CachedStore
-from distbuild.worker.job_runner import IN_PLACE
 from distbuild.worker.materialize import SANDBOX_ROOT
 from distbuild.worker.platform import host_platform, rustc_toolchain_id
 
@@ -82,6 +84,9 @@ KEEP_ENV = frozenset({"PATH", "HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "CARGO"
 _PATH_CHAR = r"A-Za-z0-9._+\-"
 RETRY_AFTER_S = 5.0  # after Unavailable / NoSuitableWorker, go local at once for this long
 RECONNECT_S = 30.0  # how long to keep trying to rejoin a submitted job across a restart
+# A failed job's error kind -> what we raise (the embedded worker's local errors are ours).
+_JOB_ERRORS: dict[str, type[DistbuildError]] = {
+    "NoSuitableWorker": NoSuitableWorker, "LocalError": LocalError}
 
 
 class RemoteRunner:
@@ -135,7 +140,7 @@ class RemoteRunner:
             if view is None or not view.done:
                 raise JobFailed("the scheduler ended the job stream early")
             if view.state != "COMPLETED" or view.result is None:
-                cls = NoSuitableWorker if view.error_kind == "NoSuitableWorker" else JobFailed
+                cls = _JOB_ERRORS.get(view.error_kind, JobFailed)
                 raise cls(f"job {view.job_id}: {view.state.lower()}: {view.error}")
             result = view.result
             stderr = self._text(result.stderr_digest)
@@ -145,9 +150,11 @@ class RemoteRunner:
                     + stderr.decode(errors="replace")[-300:])
             written = self._download(result.output_files, outputs)
             stdout = self._text(result.stdout_digest)
-        except RemoteError:
+        except (RemoteError, LocalError):
             raise
-        except (DistbuildError, OSError, subprocess.SubprocessError) as e:
+        except OSError as e:  # this machine's files (a full cache disk...), not the cluster
+            raise LocalError(f"preparing or collecting a remote job failed here: {e}") from e
+        except (DistbuildError, subprocess.SubprocessError) as e:
             raise RemoteError(f"remote execution failed: {e}") from e
         return CompileRun(result.exit_code, stdout, stderr, self.where,
                           worker=result.metadata.worker, duration_s=time.monotonic() - start,

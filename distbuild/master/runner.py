@@ -3,13 +3,14 @@
 The master decides *what* to run (argv with path remapping, environment, the outputs it must
 find afterwards); a runner decides *where*. The local runner runs rustc in place. A remote
 runner (see ``remote_runner.py``) ships the job to the scheduler and downloads the outputs
-to the same paths; when it raises ``RemoteError`` the master falls back to the local runner
-and counts the fallback.
+to the same paths; when it raises ``RemoteError`` (or ``LocalError``) the master falls back to
+the local runner and counts the fallback with its reason.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -21,6 +22,7 @@ from distbuild.cas.digest import Digest
 from distbuild.cas.store import LocalCAS
 from distbuild.config import EXECUTION_MODES, Config, cpu_count
 from distbuild.errors import ConfigError
+from distbuild.inplace import IN_PLACE_OUTPUTS
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,10 @@ class LocalRunner:
         self._slots = threading.BoundedSemaphore(jobs or cpu_count())
 
     def run(self, job: CompileJob) -> CompileRun:
-        with self._slots:
+        outputs = (os.path.join(job.cwd, o) for o in job.outputs)
+        # A fallback waits for an earlier in-place attempt of the same compile to finish
+        # writing (distbuild/inplace.py); the hold comes first so a wait takes no slot.
+        with IN_PLACE_OUTPUTS.hold(outputs), self._slots:
             start = time.monotonic()
             proc = subprocess.run(
                 job.argv, cwd=job.cwd, env=job.env, stdin=subprocess.DEVNULL,

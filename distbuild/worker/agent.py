@@ -22,11 +22,12 @@ from distbuild.cas.store import LocalCAS
 from distbuild.config import Config, cpu_count
 from distbuild.errors import DistbuildError
 from distbuild.executors import make_executor
+from distbuild.inplace import IN_PLACE
 from distbuild.rpc import convert
 from distbuild.rpc.server import bind, make_channel, make_server
 from distbuild.rpc.status import error_from_rpc, guarded
 from distbuild.worker.blob_cache import CachedStore
-from distbuild.worker.job_runner import IN_PLACE, JobOutcome, JobRunner
+from distbuild.worker.job_runner import JobOutcome, JobRunner
 from distbuild.worker.platform import host_platform, rustc_toolchain_id
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,11 @@ this machine's own ``/`` and it runs in its working directory there, writing its
 they belong (Bazel's "local" strategy). Only a worker started with ``in_place=True`` (the
 master's embedded worker, which shares the master's files and CAS and takes work from nobody
 else) accepts such actions and advertises ``execution=in-place``, so a cluster never gets them.
+An in-place run holds its output paths (``distbuild/inplace.py``) so that no other run of the
+same compilation overlaps it, and none of its failures is retryable: its files are this
+machine's, and another attempt could only collide with a run that may still be writing. If
+storing its outputs fails (a full cache disk), the result is returned without them: the
+compile succeeded and its outputs are in place.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from distbuild.errors import (
     ExecutorUnavailable,
     InvalidRequest,
     LimitExceeded,
+    LocalError,
 )
 from distbuild.executors.base import ExecSpec, Executor
+from distbuild.inplace import IN_PLACE, IN_PLACE_OUTPUTS
 from distbuild.rpc.convert import decode_command, encode_action
 from distbuild.worker.blob_cache import CachedStore
 from distbuild.worker.materialize import (
@@ -48,7 +55,6 @@ log = logging.getLogger(__name__)
 # Executor failures that end the same way on every attempt (wasm limits, an invalid module).
 DETERMINISTIC_FAILURES = frozenset({"out of fuel", "memory limit", "output limit",
                                     "invalid module"})
-IN_PLACE = ("execution", "in-place")
 
 
 @dataclass
@@ -78,13 +84,17 @@ class JobRunner:
 
     def run(self, job_id: str, action: Action, cancel: threading.Event) -> JobOutcome:
         sandbox: Path | None = None
+        in_place = False
         try:
             command = decode_command(self.store.get_bytes(action.command_digest))
             if IN_PLACE in command.platform + action.platform:
                 if not self.in_place:
                     raise InvalidRequest(f"worker {self.worker_id} does not run actions in "
                                          "place (execution=in-place)")
-                return JobOutcome(result=self._run(action, command, Path("/"), cancel))
+                in_place = True
+                outputs = ("/" + p for p in command.output_paths)
+                with IN_PLACE_OUTPUTS.hold(outputs):
+                    return JobOutcome(result=self._run(action, command, Path("/"), cancel))
             sandbox = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self.work_dir))
             root = sandbox / "root"
             materialize(action.input_root_digest, root, self.store)
@@ -94,8 +104,11 @@ class JobRunner:
         except (ActionTimeout, ActionCancelled, LimitExceeded) as e:
             return JobOutcome(error=str(e), kind=type(e).__name__, retryable=False)
         except DistbuildError as e:
-            return JobOutcome(error=str(e), kind=type(e).__name__, retryable=True)
+            return JobOutcome(error=str(e), kind=type(e).__name__, retryable=not in_place)
         except OSError as e:
+            if in_place:  # this machine's own files: another attempt cannot fare better
+                return JobOutcome(error=f"worker {self.worker_id}: {e}",
+                                  kind=LocalError.__name__)
             return JobOutcome(error=f"worker {self.worker_id}: {e}", kind="ExecutionError",
                               retryable=True)
         finally:
@@ -141,7 +154,15 @@ class JobRunner:
             deterministic = outcome.failure in DETERMINISTIC_FAILURES
             raise (LimitExceeded if deterministic else ExecutionError)(
                 f"{outcome.failure}: {tail}")
-        files = collect_outputs(root, command.output_paths, self.store, placeholder=sandbox)
+        try:
+            files = collect_outputs(root, command.output_paths, self.store, placeholder=sandbox)
+        except OSError as e:
+            if sandbox:
+                raise
+            # In place the outputs are where they belong: the compile succeeded, return it
+            # (the master stores them itself, or returns the result uncached).
+            log.warning("outputs of an in-place run not stored (%s); returned without them", e)
+            files = ()
         stdout, stderr = outcome.stdout, outcome.stderr
         if sandbox:  # results never name the worker's private directory
             stdout, stderr = unsubstitute(stdout, root), unsubstitute(stderr, root)
