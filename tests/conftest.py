@@ -142,3 +142,48 @@ def crate_names(log: Path) -> list[str]:
         words = line.split()
         names.append(words[words.index("--crate-name") + 1])
     return names
+
+
+SLOW_RUSTC = """#!/bin/sh
+# Logs when each compile starts and ends (to find overlaps and work in flight), after a pause.
+case " $* " in
+  *" --print"*|*" -vV "*) exec "{rustc}" "$@" ;;
+esac
+crate=$(echo " $* " | sed 's/.* --crate-name \\([^ ]*\\) .*/\\1/')
+echo "start $crate $$ $(date +%s%N)" >> "{log}"
+sleep {pause}
+"{rustc}" "$@"
+code=$?
+echo "end $crate $$ $(date +%s%N)" >> "{log}"
+exit $code
+"""
+
+
+def slow_rustc(dest: Path, pause: float) -> tuple[Path, Path]:
+    """A rustc that pauses ``pause`` seconds before each compile and logs its start and end:
+    (the script, its log; see ``compile_spans``)."""
+    real = shutil.which("rustc")
+    assert real, "rustc is not on PATH"
+    log = dest.with_suffix(".log")
+    log.write_text("")
+    dest.write_text(SLOW_RUSTC.format(rustc=real, log=log, pause=pause))
+    dest.chmod(0o755)
+    return dest, log
+
+
+def compile_spans(log: Path, finished: bool = True) -> dict[str, list[tuple[int, int]]]:
+    """crate -> [(start ns, end ns)] of each compile a slow rustc ran (end 0: still running,
+    allowed only when not ``finished``)."""
+    starts: dict[str, tuple[str, int]] = {}
+    runs: dict[str, list[tuple[int, int]]] = {}
+    for line in log.read_text().splitlines():
+        kind, crate, pid, ns = line.split()
+        if kind == "start":
+            starts[pid] = (crate, int(ns))
+        else:
+            crate, began = starts.pop(pid)
+            runs.setdefault(crate, []).append((began, int(ns)))
+    assert not (finished and starts), f"compiles that never ended: {starts}"
+    for crate, began in starts.values():
+        runs.setdefault(crate, []).append((began, 0))
+    return runs

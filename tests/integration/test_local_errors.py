@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import errno
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Distbuild, copy_workspace, counting_rustc, crate_names, run_app
+from tests.conftest import (
+    Distbuild,
+    compile_spans,
+    copy_workspace,
+    counting_rustc,
+    crate_names,
+    run_app,
+    slow_rustc,
+)
 from tests.conftest import tmpfs_mount as mount
 
 pytestmark = pytest.mark.slow
 
 FULL_BUILD = 8
-
-# Logs when each compile starts and ends (to find overlaps), after a pause that keeps it
-# running while the scheduler declares its worker lost.
-SLOW_RUSTC = """#!/bin/sh
-case " $* " in
-  *" --print"*|*" -vV "*) exec "{rustc}" "$@" ;;
-esac
-crate=$(echo " $* " | sed 's/.* --crate-name \\([^ ]*\\) .*/\\1/')
-echo "start $crate $$ $(date +%s%N)" >> "{log}"
-sleep {pause}
-"{rustc}" "$@"
-code=$?
-echo "end $crate $$ $(date +%s%N)" >> "{log}"
-exit $code
-"""
-
 
 def _fill(fs: Path) -> None:
     """Fill a filesystem to the last byte."""
@@ -72,21 +63,6 @@ def test_full_cache_disk_compiles_each_crate_once(tmp_path: Path, plain_app_outp
     assert stats["fallback_reasons"] == expected_fallbacks, stats
 
 
-def _intervals(log: Path) -> dict[str, list[tuple[int, int]]]:
-    """crate -> [(start ns, end ns)] of each compile the slow rustc ran."""
-    starts: dict[str, tuple[str, int]] = {}
-    runs: dict[str, list[tuple[int, int]]] = {}
-    for line in log.read_text().splitlines():
-        kind, crate, pid, ns = line.split()
-        if kind == "start":
-            starts[pid] = (crate, int(ns))
-        else:
-            crate, began = starts.pop(pid)
-            runs.setdefault(crate, []).append((began, int(ns)))
-    assert not starts, f"compiles that never ended: {starts}"
-    return runs
-
-
 def test_lost_embedded_worker_never_overlaps_a_compile(tmp_path: Path,
                                                        plain_app_output: str) -> None:
     """The embedded scheduler declares its own worker lost while compiles run (a heartbeat
@@ -97,16 +73,13 @@ def test_lost_embedded_worker_never_overlaps_a_compile(tmp_path: Path,
     (db.home / "config.toml").write_text(
         "[scheduler]\nheartbeat_interval = 30.0\nheartbeat_timeout = 1.0\n")
     ws = copy_workspace(tmp_path / "ws")
-    rustc = tmp_path / "slow-rustc"
-    log = tmp_path / "slow-rustc.log"
-    rustc.write_text(SLOW_RUSTC.format(rustc=shutil.which("rustc"), log=log, pause=3))
-    rustc.chmod(0o755)
+    rustc, log = slow_rustc(tmp_path / "slow-rustc", pause=3)
     try:
         db.cargo("build", cwd=ws, env={"RUSTC": str(rustc)})
     finally:
         db.stop()
     assert run_app(ws) == plain_app_output
-    runs = _intervals(log)
+    runs = compile_spans(log)
     assert len(runs) == FULL_BUILD, runs
     for crate, spans in runs.items():
         spans.sort()
