@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -39,12 +39,13 @@ def parse_size(value: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
-def default_home() -> Path:
+def default_home(env: Mapping[str, str] | None = None) -> Path:
     """``DISTBUILD_HOME`` or ``$XDG_CACHE_HOME/cargo-distbuild``."""
-    env = os.environ.get("DISTBUILD_HOME")
-    if env:
-        return Path(env).expanduser().absolute()
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    env = os.environ if env is None else env
+    home = env.get("DISTBUILD_HOME")
+    if home:
+        return Path(home).expanduser().absolute()
+    xdg = env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     return Path(xdg) / "cargo-distbuild"
 
 
@@ -220,9 +221,19 @@ def _section(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
-def config_path(home: Path) -> Path:
-    env = os.environ.get("DISTBUILD_CONFIG")
-    return Path(env).expanduser().absolute() if env else home / "config.toml"
+# Environment variables that override a key: (variable, section, key).
+OVERRIDES = (("DISTBUILD_SCHEDULER", "scheduler", "addr"), ("DISTBUILD_TOKEN", "auth", "token"),
+             ("DISTBUILD_CACHE_SIZE", "cache", "max_size"))
+
+
+def config_path(home: Path, env: Mapping[str, str] | None = None, cwd: str = "") -> Path:
+    """The config file ``env`` names (``DISTBUILD_CONFIG``, relative to ``cwd``), else
+    ``<home>/config.toml``."""
+    named = (os.environ if env is None else env).get("DISTBUILD_CONFIG")
+    if not named:
+        return home / "config.toml"
+    path = Path(named).expanduser()
+    return path if path.is_absolute() else Path(cwd or os.getcwd()) / path
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -234,14 +245,21 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {e}") from e
 
 
-def load_config() -> Config:
-    """Load the effective configuration (defaults, file, environment)."""
-    home = default_home()
-    path = config_path(home)
+def load_config(env: Mapping[str, str] | None = None, cwd: str = "",
+                home: Path | None = None) -> Config:
+    """Load the effective configuration (defaults, file, environment overrides).
+
+    ``env`` and ``cwd`` default to this process's; the master passes a request's (a shim's
+    environment names the configuration its build wants). ``home`` overrides
+    ``DISTBUILD_HOME``.
+    """
+    env = os.environ if env is None else env
+    home = home or default_home(env)
+    path = config_path(home, env, cwd)
     data: dict[str, Any] = {}
     if path.is_file():
         data = _read(path)
-    elif "DISTBUILD_CONFIG" in os.environ:
+    elif env.get("DISTBUILD_CONFIG"):
         raise ConfigError(f"DISTBUILD_CONFIG names {path}, which does not exist")
     unknown = set(data) - set(SECTIONS)
     if unknown:
@@ -250,10 +268,7 @@ def load_config() -> Config:
     parts = {name: _section(cls, data.get(name, {}), f"{path} [{name}]")
              for name, cls in SECTIONS.items()}
     cfg = Config(home=home, **parts)
-    env = os.environ
-    overrides = (("DISTBUILD_SCHEDULER", "scheduler", "addr"), ("DISTBUILD_TOKEN", "auth", "token"),
-                 ("DISTBUILD_CACHE_SIZE", "cache", "max_size"))
-    for var, section, key in overrides:
+    for var, section, key in OVERRIDES:
         value = env.get(var)
         if value is None or (not value and var != "DISTBUILD_SCHEDULER"):
             continue

@@ -22,7 +22,7 @@ from typing import Any
 from rich.table import Table
 
 from distbuild.cli.render import err_console
-from distbuild.config import load_config
+from distbuild.config import config_path, load_config
 from distbuild.errors import Unavailable
 from distbuild.master import client
 from distbuild.master.shim import install_shim
@@ -77,6 +77,8 @@ def cmd_cargo(args: argparse.Namespace) -> int:
     var = "RUSTC_WORKSPACE_WRAPPER" if args.workspace_only else "RUSTC_WRAPPER"
     env[var] = str(shim)
     env["DISTBUILD_HOME"] = str(cfg.home)
+    if env.get("DISTBUILD_CONFIG"):  # rustc runs in many directories: never relative
+        env["DISTBUILD_CONFIG"] = str(config_path(cfg.home))
     # The shim reads no config file (it must start fast): hand it master.request_timeout.
     env.setdefault("DISTBUILD_REQUEST_TIMEOUT", str(cfg.master.request_timeout))
     # Every request of this build carries its id, so the summary counts this build's

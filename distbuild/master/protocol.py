@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 REQUEST_MAGIC = b"DBW1"
 REPLY_MAGIC = b"DBR1"
@@ -94,3 +95,10 @@ def encode_result(exit_code: int, stdout: bytes, stderr: bytes) -> bytes:
 
 def encode_json(data: bytes) -> bytes:
     return b"J" + data
+
+
+def start_failure_file(home: Path) -> Path:
+    """Why the last master could not start (written by it, or by a shim that gave up waiting).
+    While it is recent (``RETRY_START_S`` in the shim) shims run rustc at once instead of each
+    paying for another failed start; a master that starts removes it."""
+    return home / "master.failed"

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from distbuild.cas.digest import Digest
@@ -86,11 +87,12 @@ class Runners:
     close: Callable[[], None] = lambda: None
 
 
-def make_runners(cfg: Config, cas: LocalCAS) -> Runners:
+def make_runners(cfg: Config, cas: LocalCAS, embedded_dir: Path | None = None) -> Runners:
     """Remote with a scheduler configured; otherwise as ``master.execution`` says: embedded
     (in place, through the in-process scheduler and worker), sandboxed (the same, each compile
     in a sandbox) or direct (rustc in place, no scheduler). ``cas`` is the master's store,
-    which remote runs fetch through and embedded ones share."""
+    which remote runs fetch through and embedded ones share; the embedded cluster keeps its
+    state in ``embedded_dir`` (default ``<home>/embedded``)."""
     local = LocalRunner(cfg.master.jobs)
     if cfg.scheduler.addr:
         from distbuild.master.remote_runner import RemoteRunner
@@ -107,7 +109,7 @@ def make_runners(cfg: Config, cas: LocalCAS) -> Runners:
     def start() -> tuple[CompileRunner, Callable[[], None]]:
         from distbuild.scheduler.embedded import EmbeddedCluster
 
-        cluster = EmbeddedCluster(cfg, cas, sandboxed=sandboxed).start()
+        cluster = EmbeddedCluster(cfg, cas, sandboxed=sandboxed, data_dir=embedded_dir).start()
         runner: CompileRunner = cluster.runner(fallback=local)
         return (IncrementalInPlace(runner, local) if sandboxed else runner), cluster.stop
 
