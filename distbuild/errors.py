@@ -21,6 +21,7 @@
     │                          fault, and no other attempt would fare better
     └── RemoteError            talking to a scheduler / worker / remote CAS failed
         ├── Unavailable        not reachable
+        │   ├── Unresponsive   reachable, or was, but answered nothing in time (frozen, black hole)
         │   └── NoSuitableWorker  no live worker matches the action's platform
         ├── AuthError          token missing or wrong
         ├── JobFailed          a remote job could not be run (infrastructure, after retries)
@@ -105,6 +106,11 @@ class RemoteError(DistbuildError):
 
 class Unavailable(RemoteError):
     """The remote service could not be reached."""
+
+
+class Unresponsive(Unavailable):
+    """The remote service answered nothing within its time (a frozen process, a network black
+    hole): unlike a refused connection (a restart), waiting for it is not worth it."""
 
 
 class AuthError(RemoteError):

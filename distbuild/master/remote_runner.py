@@ -56,6 +56,7 @@ from distbuild.errors import (
     NoSuitableWorker,
     RemoteError,
     Unavailable,
+    Unresponsive,
 )
 from distbuild.fsutil import write_atomic
 from distbuild.inplace import IN_PLACE
@@ -82,7 +83,8 @@ KEEP_ENV = frozenset({"PATH", "HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "CARGO"
                       "RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER",
                       "LD_LIBRARY_PATH", "TMPDIR"})
 _PATH_CHAR = r"A-Za-z0-9._+\-"
-RETRY_AFTER_S = 5.0  # after Unavailable / NoSuitableWorker, go local at once for this long
+RETRY_AFTER_S = 5.0  # after Unavailable / NoSuitableWorker, go local at once for this long,
+MAX_RETRY_AFTER_S = 60.0  # doubling while it stays so, up to this
 RECONNECT_S = 30.0  # how long to keep trying to rejoin a submitted job across a restart
 # A failed job's error kind -> what we raise (the embedded worker's local errors are ours).
 _JOB_ERRORS: dict[str, type[DistbuildError]] = {
@@ -114,7 +116,8 @@ class RemoteRunner:
         self._toolchains: dict[str, str] = {}
         self._lock = threading.Lock()
         self._down_until = 0.0
-        self._down_reason = ""
+        self._down_for = 0.0
+        self._down_error: Unavailable = Unavailable("")
 
     def close(self) -> None:
         self._channel.close()
@@ -123,14 +126,21 @@ class RemoteRunner:
         """Compile remotely; raises RemoteError for anything the cluster got wrong."""
         start = time.monotonic()
         if start < self._down_until:
-            raise Unavailable(f"scheduler at {self.addr} was unavailable moments ago "
-                              f"({self._down_reason}); compiling locally")
+            raise type(self._down_error)(
+                f"scheduler at {self.addr} was unavailable moments ago "
+                f"({self._down_error}); compiling locally")
         try:
-            return self._run(job, start)
+            run = self._run(job, start)
         except Unavailable as e:
-            # Do not pay a connection attempt per compile while the cluster is down.
-            self._down_until, self._down_reason = time.monotonic() + RETRY_AFTER_S, str(e)
+            # Do not pay a connection attempt per compile while the cluster is down; the
+            # longer it stays down, the less often (a frozen one costs each attempt seconds).
+            with self._lock:
+                self._down_for = min(self._down_for * 2, MAX_RETRY_AFTER_S) \
+                    if self._down_for else RETRY_AFTER_S
+                self._down_until, self._down_error = time.monotonic() + self._down_for, e
             raise
+        self._down_for = 0.0
+        return run
 
     def _run(self, job: CompileJob, start: float) -> CompileRun:
         try:
@@ -168,6 +178,8 @@ class RemoteRunner:
         try:
             for update in self.client.execute(digest, timeout=timeout):
                 view = update  # the last update is the finished job
+        except Unresponsive:
+            raise  # frozen or cut off: compile locally now (a restart refuses, it is quick)
         except Unavailable:
             if view is None:
                 raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -46,7 +47,7 @@ _CODES: tuple[tuple[type[DistbuildError], grpc.StatusCode], ...] = (
 
 _BY_CODE: dict[grpc.StatusCode, type[DistbuildError]] = {
     grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unresponsive,
     grpc.StatusCode.UNAUTHENTICATED: errors.AuthError,
     grpc.StatusCode.PERMISSION_DENIED: errors.AuthError,
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequest,
@@ -107,8 +108,18 @@ def error_from_rpc(err: grpc.RpcError, what: str = "") -> DistbuildError:
     if not (isinstance(cls, type) and issubclass(cls, DistbuildError)):
         cls = _BY_CODE.get(code, errors.RemoteError)
     if code == grpc.StatusCode.UNAVAILABLE and not name:
-        details = f"{what + ': ' if what else ''}unreachable ({details})"
+        if _NO_ANSWER.search(details):
+            cls = errors.Unresponsive
+            details = f"{what + ': ' if what else ''}not answering ({details})"
+        else:
+            details = f"{what + ': ' if what else ''}unreachable ({details})"
     return cls(details)
+
+
+# What gRPC says when a connection died of silence (keepalive, rpc/server.py) rather than
+# being refused or closed: a frozen server or a network black hole.
+_NO_ANSWER = re.compile(r"ping timeout|keepalive|SETTINGS frame|timed out|Deadline",
+                        re.IGNORECASE)
 
 
 def status_pair(exc: BaseException) -> tuple[int, str]:

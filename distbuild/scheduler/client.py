@@ -25,10 +25,11 @@ from distbuild._proto.v1 import scheduler_pb2_grpc as pb_grpc
 from distbuild.actions import ActionResult
 from distbuild.cas.digest import Digest
 from distbuild.config import Config
-from distbuild.errors import Unavailable
+from distbuild.errors import Unavailable, Unresponsive
 from distbuild.rpc import convert
 from distbuild.rpc.server import make_channel
 from distbuild.rpc.status import error_from_rpc
+from distbuild.rpc.streams import first_within
 
 Properties = tuple[tuple[str, str], ...]
 
@@ -95,6 +96,7 @@ class SchedulerClient:
         self._owns = channel is None
         self.stub = pb_grpc.SchedulerStub(self.channel)
         self.timeout = timeout
+        self.first_reply_s = cfg.scheduler.unresponsive_timeout  # see rpc/streams.py
 
     def __enter__(self) -> SchedulerClient:
         return self
@@ -133,7 +135,8 @@ class SchedulerClient:
             pb.ExecuteRequest(action_digest=convert.digest_to_proto(d), client_id=self.client_id,
                               skip_cache_lookup=skip_cache) for d in action_digests])
         try:
-            for resp in self.stub.ExecuteBatch(req, timeout=timeout):
+            for resp in first_within(self.stub.ExecuteBatch(req, timeout=timeout),
+                                     self.first_reply_s, f"scheduler at {self.addr}"):
                 for update in resp.updates:
                     yield update.request_index, job_from_proto(update.job)
         except grpc.RpcError as e:
@@ -146,7 +149,8 @@ class SchedulerClient:
     def _stream(self, method: Callable[..., Any], req: Any,
                 timeout: float | None) -> Iterator[JobView]:
         try:
-            for update in method(req, timeout=timeout):
+            for update in first_within(method(req, timeout=timeout), self.first_reply_s,
+                                       f"scheduler at {self.addr}"):
                 yield job_from_proto(update.job)
         except grpc.RpcError as e:
             raise error_from_rpc(e, f"scheduler at {self.addr}") from e
@@ -176,6 +180,8 @@ class SchedulerClient:
                     last, down_since = view, None
                     if view.done:
                         return view
+            except Unresponsive:
+                raise  # frozen or cut off, not restarting: waiting for it is not worth it
             except Unavailable:
                 now = time.monotonic()
                 down_since = down_since or now
