@@ -174,6 +174,8 @@ class Configurations:
             self._failed.clear()
         for s in idle:
             self._close(s)
+            # Nothing follows a retired configuration's jobs any more.
+            shutil.rmtree(self.home / "embedded" / s.identity, ignore_errors=True)
 
     def close(self) -> None:
         with self._lock:
@@ -187,4 +189,3 @@ class Configurations:
             served.runners.close()
         except Exception:  # noqa: BLE001 - closing must not stop the others closing
             log.exception("closing configuration %s failed", served.identity)
-        shutil.rmtree(self.home / "embedded" / served.identity, ignore_errors=True)
