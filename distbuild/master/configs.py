@@ -72,8 +72,10 @@ def identity(home: Path, env: Mapping[str, str], cwd: str) -> str:
     """A digest of what makes up the configuration ``env`` names: the config file's contents
     (or its absence) and the values of the overriding variables."""
     h = blake3.blake3()
-    h.update(_file_digest(config_path(home, env, cwd)).encode())
-    h.update(b"\0named" if env.get("DISTBUILD_CONFIG") else b"\0default")
+    contents = _file_digest(config_path(home, env, cwd))
+    if contents == "absent" and env.get("DISTBUILD_CONFIG"):
+        contents = "named but absent"  # an error, unlike a default file that is absent
+    h.update(contents.encode())
     for var, _, _ in OVERRIDES:
         value = env.get(var)
         h.update(b"\0-" if value is None else b"\0=" + value.encode("utf-8", "surrogateescape"))
