@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CLI, Distbuild, compile_spans, copy_workspace, run_app, slow_rustc
-from tests.integration.cluster import Cluster, wait_for
+from tests.integration.cluster import Cluster, stop_all, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -206,14 +206,7 @@ def test_build_finishes_when_the_scheduler_network_is_cut(tmp_path: Path,
         stats, _ = _build_while_frozen(tmp_path, addr, config, freeze=namespace.cut,
                                        thaw=namespace.mend)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_all(procs)
     _assert_fell_back_for_silence(stats)
 
 
