@@ -4,6 +4,9 @@ Started by the shim (or ``cargo-distbuild master start``) as ``python -m
 distbuild.master.daemon``. A lock file makes it a singleton per DISTBUILD_HOME; the socket is
 bound under a temporary name and renamed into place once listening, so a shim never connects
 to a half-started master. It exits after ``master.idle_timeout`` seconds without requests.
+A master that cannot start writes why to ``master.failed`` (``protocol.start_failure_file``)
+and exits 1; whoever started it reports that. Each compile is served with the configuration
+its request's environment names (``configs.py``).
 """
 
 from __future__ import annotations
