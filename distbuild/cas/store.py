@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +26,7 @@ import blake3
 from distbuild.cas.digest import CHUNK, Digest, digest_bytes
 from distbuild.errors import BlobNotFound, CorruptBlob, InvalidDigest
 from distbuild.fsutil import atomic_file, copy_range
+from distbuild.spawnlock import SPAWN_LOCK
 
 log = logging.getLogger(__name__)
 BIG = 4 << 20  # blobs above this are hashed on several threads
@@ -230,7 +232,9 @@ class LocalCAS:
                     hasher.update(view)
             if size != digest.size or hasher.hexdigest() != digest.hash:
                 raise self._corrupt(digest, f"{size} bytes hashing to {hasher.hexdigest()[:16]}")
-            with atomic_file(dest, mode) as out:
+            # An executable must not be open for writing while a child starts (spawnlock.py).
+            guard = SPAWN_LOCK.writing_executable() if mode & 0o111 else nullcontext()
+            with guard, atomic_file(dest, mode) as out:
                 copy_range(src, out, size)
         finally:
             os.close(src)

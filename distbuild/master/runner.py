@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from distbuild import spawnlock
 from distbuild.cas.digest import Digest
 from distbuild.cas.store import LocalCAS
 from distbuild.config import EXECUTION_MODES, Config, cpu_count
@@ -70,10 +71,8 @@ class LocalRunner:
         # writing (distbuild/inplace.py); the hold comes first so a wait takes no slot.
         with IN_PLACE_OUTPUTS.hold(outputs), self._slots:
             start = time.monotonic()
-            proc = subprocess.run(
-                job.argv, cwd=job.cwd, env=job.env, stdin=subprocess.DEVNULL,
-                capture_output=True, check=False,
-            )
+            proc = spawnlock.run(job.argv, cwd=job.cwd, env=job.env,
+                                 stdin=subprocess.DEVNULL, capture_output=True)
             return CompileRun(proc.returncode, proc.stdout, proc.stderr, "local",
                               duration_s=time.monotonic() - start)
 
