@@ -1,9 +1,10 @@
-"""The execution data model, shaped after the Bazel Remote Execution API v2.
+"""The execution data model: the Bazel Remote Execution API v2's, as plain dataclasses.
 
-Plain dataclasses; protobuf messages (``distbuild/_proto``) stop at the service boundary. Field
-names and meanings follow REAPI so that a REAPI backend can be added without a rewrite:
-an Action names a Command and an input-root Directory tree by digest; an ActionResult lists
-output files by digest with the exit code, stdout/stderr and execution metadata.
+Protobuf messages (``distbuild/_proto``) stop at the service boundary: ``distbuild/codec.py``
+makes the canonical bytes that are hashed, ``distbuild/reapi/convert.py`` the service messages.
+An Action names a Command and an input-root Directory tree by digest; an ActionResult lists
+output files by digest with the exit code, stdout/stderr and execution metadata. Paths in a
+Command's outputs and an ActionResult are relative to the working directory, as in REAPI.
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ class OutputFile:
 
 
 @dataclass(frozen=True)
+class OutputDirectory:
+    path: str  # relative to the working directory
+    tree_digest: Digest  # of an encoded REAPI Tree: the directory and everything below it
+
+
+@dataclass(frozen=True)
 class ExecutionMetadata:
     worker: str = ""
     executor: str = ""
@@ -85,6 +92,7 @@ class ActionResult:
     stdout_digest: Digest | None = None
     stderr_digest: Digest | None = None
     metadata: ExecutionMetadata = field(default_factory=ExecutionMetadata)
+    output_directories: tuple[OutputDirectory, ...] = ()
 
     def to_json(self) -> bytes:
         return json.dumps(_plain(self), sort_keys=True, separators=(",", ":")).encode()
@@ -101,6 +109,8 @@ class ActionResult:
             stdout_digest=_digest(raw["stdout_digest"]) if raw["stdout_digest"] else None,
             stderr_digest=_digest(raw["stderr_digest"]) if raw["stderr_digest"] else None,
             metadata=ExecutionMetadata(**raw["metadata"]),
+            output_directories=tuple(OutputDirectory(o["path"], _digest(o["tree_digest"]))
+                                     for o in raw.get("output_directories", ())),
         )
 
 
@@ -123,5 +133,5 @@ def _digest(value: str) -> Digest:
 
 __all__ = [
     "Action", "ActionResult", "Command", "Directory", "DirectoryNode", "ExecutionMetadata",
-    "FileNode", "OutputFile", "SymlinkNode", "asdict",
+    "FileNode", "OutputDirectory", "OutputFile", "SymlinkNode", "asdict",
 ]

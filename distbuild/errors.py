@@ -11,6 +11,7 @@
     │   └── UnknownJob         no job with that id
     ├── CasError
     │   ├── BlobNotFound       the store does not hold the blob
+    │   │   └── MissingBlobs   blobs an action needs are not in the CAS (REAPI: MISSING)
     │   └── CorruptBlob        the bytes do not match their digest (removed, never served)
     ├── ExecutionError         an action could not be run (infrastructure, not a compile error)
     │   ├── ExecutorUnavailable  e.g. no Docker engine, wasmtime missing
@@ -68,6 +69,15 @@ class CasError(DistbuildError):
 
 class BlobNotFound(CasError):
     """The blob is not in the store."""
+
+
+class MissingBlobs(BlobNotFound):
+    """Blobs an action needs are not in the CAS; ``subjects`` names each as
+    ``blobs/{hash}/{size}`` (REAPI's PreconditionFailure subject)."""
+
+    def __init__(self, message: str, subjects: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.subjects = subjects
 
 
 class CorruptBlob(CasError):

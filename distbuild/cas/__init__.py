@@ -1,4 +1,7 @@
-"""Content-addressed storage: BLAKE3 digests, the on-disk store, and (remote) clients."""
+"""Content-addressed storage: digests (BLAKE3, SHA-256), the on-disk store, the action cache.
+
+No gRPC or protobuf here: the services and remote clients are in ``distbuild/reapi``.
+"""
 
 from __future__ import annotations
 

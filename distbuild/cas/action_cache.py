@@ -58,6 +58,9 @@ class ActionCache:
 
 
 def _blobs(result: ActionResult) -> list[Digest]:
+    """The blobs an entry needs; the empty blob always exists (REAPI: clients need not upload
+    it, and do not)."""
     blobs = [o.digest for o in result.output_files]
+    blobs += [o.tree_digest for o in result.output_directories]  # (not the files in them)
     blobs += [d for d in (result.stdout_digest, result.stderr_digest) if d is not None]
-    return blobs
+    return [d for d in blobs if d.size]

@@ -5,6 +5,8 @@ atomic (temp file, fsync-free rename) so any number of processes may write at on
 of the same blob produce the same bytes and the last rename wins harmlessly. Every read hashes
 what it reads; a blob whose bytes do not match its name is deleted and reported as a miss
 (``CorruptBlob``), never served. A blob's mtime is its last use, which drives LRU eviction.
+A store holds the blobs of one digest function (``LocalCAS.function``, BLAKE3 by default);
+``ContentStores`` (``cas/storage.py``) keeps one per function side by side.
 """
 
 from __future__ import annotations
@@ -21,15 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import blake3
-
-from distbuild.cas.digest import CHUNK, Digest, digest_bytes
+from distbuild.cas.digest import BLAKE3, CHUNK, Digest, DigestFunction, digest_bytes
 from distbuild.errors import BlobNotFound, CorruptBlob, InvalidDigest
 from distbuild.fsutil import atomic_file, copy_range
 from distbuild.spawnlock import SPAWN_LOCK
 
 log = logging.getLogger(__name__)
-BIG = 4 << 20  # blobs above this are hashed on several threads
 
 
 @dataclass(frozen=True)
@@ -74,10 +73,12 @@ class BlobStore(Protocol):
 
 
 class LocalCAS:
-    """A BLAKE3 content-addressed store in a local directory."""
+    """A content-addressed store in a local directory, for one digest function."""
 
-    def __init__(self, root: str | Path, max_size: int = 10 << 30, gc_target: float = 0.8):
+    def __init__(self, root: str | Path, max_size: int = 10 << 30, gc_target: float = 0.8,
+                 function: DigestFunction = BLAKE3):
         self.root = Path(root)
+        self.function = function
         self.max_size = max_size
         self.gc_target = gc_target
         self._blobs = self.root / "blobs"
@@ -100,7 +101,7 @@ class LocalCAS:
     # -- writes ----------------------------------------------------------------------------
     def put_bytes(self, data: bytes) -> Digest:
         """Store ``data``; returns its digest."""
-        digest = digest_bytes(data)
+        digest = digest_bytes(data, self.function)
         if self._touch(digest):
             return digest
         fd, tmp = self._tempfile()
@@ -112,7 +113,7 @@ class LocalCAS:
     def put_stream(self, stream: Readable, expected: Digest | None = None) -> Digest:
         """Store a stream, hashing as it is copied; refuse it if ``expected`` differs."""
         fd, tmp = self._tempfile()
-        hasher, size = blake3.blake3(), 0
+        hasher, size = self.function.hasher(), 0
         try:
             with os.fdopen(fd, "wb") as f:
                 while chunk := stream.read(CHUNK):
@@ -138,7 +139,7 @@ class LocalCAS:
             size = os.fstat(f.fileno()).st_size
             if not size:
                 return self.put_bytes(b"")
-            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO if size > BIG else 1)
+            hasher = self.function.hasher(size)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
                 hasher.update(view)
             digest = Digest(hasher.hexdigest(), size)
@@ -195,7 +196,7 @@ class LocalCAS:
         except FileNotFoundError:
             raise BlobNotFound(f"blob {digest} is not in {self.root}") from None
         with f:
-            hasher, size = blake3.blake3(), 0
+            hasher, size = self.function.hasher(), 0
             while chunk := f.read(CHUNK):
                 hasher.update(chunk)
                 size += len(chunk)
@@ -226,7 +227,7 @@ class LocalCAS:
             raise BlobNotFound(f"blob {digest} is not in {self.root}") from None
         try:
             size = os.fstat(src).st_size
-            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO if size > BIG else 1)
+            hasher = self.function.hasher(size)
             if size:
                 with mmap.mmap(src, 0, access=mmap.ACCESS_READ) as view:
                     hasher.update(view)

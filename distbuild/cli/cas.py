@@ -20,7 +20,7 @@ def local_store(cfg: Config) -> LocalCAS:
 def store_for(cfg: Config) -> Any:
     """The scheduler's CAS when one is configured (put/get/list), else the local store."""
     if cfg.scheduler.addr:
-        from distbuild.cas.remote import RemoteCAS
+        from distbuild.reapi.cas_client import RemoteCAS
 
         return RemoteCAS(cfg.scheduler.addr, cfg)
     return local_store(cfg)

@@ -55,6 +55,7 @@ def job_row(job: Any) -> dict[str, Any]:
         "client_id": job.client_id, "worker_id": job.worker_id, "attempts": job.attempts,
         "submitted_at": job.submitted_at, "started_at": job.started_at,
         "completed_at": job.completed_at, "cached": job.cached, "error": job.error,
+        "error_kind": job.error_kind, "digest_function": str(job.digest_function),
         "exit_code": result.exit_code if result else None,
         "outputs": {o.path: str(o.digest) for o in result.output_files} if result else {},
         "stdout_digest": str(result.stdout_digest) if result and result.stdout_digest else None,
@@ -68,7 +69,8 @@ def render_jobs(jobs: list[Any]) -> None:
                 [(j.job_id, j.state + (" (cached)" if j.cached else ""), j.client_id,
                   j.worker_id or "-", j.attempts, fmt_time(j.submitted_at),
                   f"{j.completed_at - j.submitted_at:.2f} s" if j.completed_at else "-",
-                  j.result.exit_code if j.result else (j.error[:40] or "-")) for j in jobs])
+                  j.result.exit_code if j.result else (j.error_kind or j.error[:40] or "-"))
+                 for j in jobs])
 
 
 def render_job(job: Any) -> None:

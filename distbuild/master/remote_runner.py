@@ -45,7 +45,6 @@ from pathlib import Path
 from distbuild.actions import OutputFile
 from distbuild.cas import local_cas
 from distbuild.cas.digest import Digest, digest_file
-from distbuild.cas.remote import RemoteCAS
 from distbuild.cas.store import LocalCAS
 from distbuild.config import Config
 from distbuild.errors import (
@@ -56,16 +55,17 @@ from distbuild.errors import (
     NoSuitableWorker,
     RemoteError,
     Unavailable,
-    Unresponsive,
 )
 from distbuild.fsutil import write_atomic
 from distbuild.inplace import IN_PLACE
 from distbuild.master.inputs import Inputs, missed_input, package_inputs, probe_inputs
 from distbuild.master.runner import CompileJob, CompileRun, CompileRunner
+from distbuild.reapi.cas_client import RemoteCAS
+from distbuild.reapi.execution_client import Execution, ExecutionClient
 from distbuild.rpc.server import make_channel
 from distbuild.rustc.paths import TARGET
 from distbuild.scheduler.action_builder import InputFile, PreparedAction, prepare_action
-from distbuild.scheduler.client import JobView, SchedulerClient
+from distbuild.scheduler.client import default_client_id
 from distbuild.toolchain.ship import ship_toolchain
 from distbuild.worker.blob_cache import CachedStore
 from distbuild.worker.materialize import SANDBOX_ROOT
@@ -110,8 +110,10 @@ class RemoteRunner:
         # The master's own CAS in front of the scheduler's (see the module docstring);
         # shared_cache: it is the scheduler's CAS (the embedded cluster).
         self.store = CachedStore(cache or local_cas(cfg), self.cas, shared=shared_cache)
-        self.client = SchedulerClient(self.addr, cfg, client_id=client_id,
-                                      channel=self._channel)
+        self.executions = ExecutionClient(self._channel, client_id=client_id or
+                                          default_client_id(),
+                                          where=f"scheduler at {self.addr}",
+                                          first_reply_s=cfg.scheduler.unresponsive_timeout)
         self._digests: dict[tuple[str, int, int, int], Digest] = {}
         self._toolchains: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -146,13 +148,13 @@ class RemoteRunner:
         try:
             prepared, outputs, exact = self.prepare(job)
             self.store.upload(prepared.blobs)
-            view = self._follow(prepared.digest)
-            if view is None or not view.done:
+            final = self._follow(prepared.digest)
+            if not final.done:
                 raise JobFailed("the scheduler ended the job stream early")
-            if view.state != "COMPLETED" or view.result is None:
-                cls = _JOB_ERRORS.get(view.error_kind, JobFailed)
-                raise cls(f"job {view.job_id}: {view.state.lower()}: {view.error}")
-            result = view.result
+            if final.error_kind or final.result is None:
+                cls = _JOB_ERRORS.get(final.error_kind, JobFailed)
+                raise cls(f"job {final.name}: {final.error_kind}: {final.error}")
+            result = final.result
             stderr = self._text(result.stderr_digest)
             if result.exit_code != 0 and not exact and missed_input(stderr):
                 raise IncompleteInputs(
@@ -170,31 +172,24 @@ class RemoteRunner:
                           worker=result.metadata.worker, duration_s=time.monotonic() - start,
                           output_digests=written)
 
-    def _follow(self, digest: Digest) -> JobView | None:
-        """Submit and follow to the end; if the stream breaks (a scheduler restart), pick the
-        job up again with WaitExecution for a while before giving up."""
-        timeout = self.cfg.scheduler.job_timeout + 60
-        view = None
-        try:
-            for update in self.client.execute(digest, timeout=timeout):
-                view = update  # the last update is the finished job
-        except Unresponsive:
-            raise  # frozen or cut off: compile locally now (a restart refuses, it is quick)
-        except Unavailable:
-            if view is None:
-                raise
-            view = self.client.wait(view.job_id, timeout=timeout, reconnect_for=RECONNECT_S)
-        return view
+    def _follow(self, digest: Digest) -> Execution:
+        """Execute and follow to the end; if the stream breaks (a scheduler restart), pick the
+        execution up again with WaitExecution for a while before giving up (not after
+        silence: an ``Unresponsive`` scheduler is frozen or cut off, compile locally now)."""
+        return self.executions.run(digest, timeout=self.cfg.scheduler.job_timeout + 60,
+                                   reconnect_for=RECONNECT_S)
 
     # -- job -> action ----------------------------------------------------------------------
     def prepare(self, job: CompileJob) -> tuple[PreparedAction, dict[str, str], bool]:
-        """The Action for ``job``, a map output-path-in-tree -> local absolute path, and
+        """The Action for ``job``, a map output path (relative to the working directory, as
+        REAPI names outputs) -> local absolute path, and
         whether its sources are known exactly (not guessed from the package)."""
         rustc, args = job.argv[0], job.argv[1:]
         scan = _scan_args(args, job.cwd)
         outputs = [os.path.normpath(os.path.join(job.cwd, o)) for o in job.outputs]
         outputs += scan.emitted
-        out_map = {o.lstrip("/"): o for o in outputs}
+        # Output paths are relative to the working directory (REAPI), e.g. ../target/x.rlib.
+        out_map = {os.path.relpath(o, job.cwd): o for o in outputs}
         if self.in_place:
             return self._in_place_action(job, out_map), out_map, True
         found = self._sources(job, scan)

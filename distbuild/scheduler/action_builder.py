@@ -16,7 +16,7 @@ from pathlib import Path
 
 from distbuild.actions import Action, Command, Directory, DirectoryNode, FileNode
 from distbuild.cas.digest import Digest, digest_bytes, digest_file
-from distbuild.rpc.convert import encode_action, encode_command, encode_directory
+from distbuild.codec import encode_action, encode_command, encode_directory
 from distbuild.sandbox import check_relative
 
 BlobSource = bytes | Path
@@ -97,8 +97,8 @@ def prepare_action(arguments: list[str] | tuple[str, ...], files: dict[str, Inpu
     ``host_root``: the action runs in place on the worker's own ``/`` (``execution=in-place``),
     so its input tree stays empty instead of spelling out the working directory.
     """
-    for out in output_paths:
-        check_relative(out)
+    for out in output_paths:  # relative to the working directory, inside the input root
+        check_relative(posixpath.normpath(posixpath.join(working_directory, out)))
     extra_dirs = (working_directory,) if working_directory and not host_root else ()
     root, blobs = build_tree(files, dirs + extra_dirs)
     command = Command(arguments=tuple(arguments),

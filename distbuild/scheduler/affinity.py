@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 from distbuild.cas.digest import Digest
 from distbuild.cas.store import LocalCAS
+from distbuild.codec import decode_directory
 from distbuild.errors import DistbuildError
-from distbuild.rpc.convert import decode_directory
 
 AFFINITY_MIN = 64 << 10
 MAX_DIRS = 2_000  # directories walked per action at most

@@ -1,8 +1,10 @@
-"""A small client for the scheduler: submit, wait, get/list/cancel jobs, workers, status.
+"""A small client for our scheduler: submit, wait, get/list/cancel jobs, workers, status.
 
-Everything returns plain dataclasses (``JobView``, ``WorkerView``). Network and server errors
-come out as ``DistbuildError`` subclasses (``Unavailable``, ``AuthError``, ``NoSuitableWorker``,
-``UnknownJob``...).
+Actions run through REAPI's Execution service (``reapi.execution_client.ExecutionClient``,
+reachable as ``SchedulerClient.execution``); jobs, workers and status are our own Scheduler
+service. Everything returns plain dataclasses (``JobView``, ``WorkerView``). Network and
+server errors come out as ``DistbuildError`` subclasses (``Unavailable``, ``AuthError``,
+``NoSuitableWorker``, ``UnknownJob``...).
 
     with SchedulerClient("10.0.0.5:7000", cfg) as client:
         job = client.submit(action_digest)
@@ -13,8 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +24,12 @@ import grpc
 from distbuild._proto.v1 import scheduler_pb2 as pb
 from distbuild._proto.v1 import scheduler_pb2_grpc as pb_grpc
 from distbuild.actions import ActionResult
-from distbuild.cas.digest import Digest
+from distbuild.cas.digest import BLAKE3, Digest, DigestFunction
 from distbuild.config import Config
-from distbuild.errors import Unavailable, Unresponsive
-from distbuild.rpc import convert
+from distbuild.reapi import convert
+from distbuild.reapi.execution_client import ExecutionClient
 from distbuild.rpc.server import make_channel
-from distbuild.rpc.status import error_from_rpc
-from distbuild.rpc.streams import first_within
+from distbuild.rpc.status import error_from_rpc, failure_from_status
 
 Properties = tuple[tuple[str, str], ...]
 
@@ -46,17 +46,15 @@ class JobView:
     started_at: float
     completed_at: float
     result: ActionResult | None
-    error: str
+    error: str  # the failure's message
+    error_kind: str  # its class name (ActionTimeout, NoSuitableWorker...), "" if none
     cached: bool
     platform: Properties
+    digest_function: DigestFunction = BLAKE3
 
     @property
     def done(self) -> bool:
         return self.state in ("COMPLETED", "FAILED", "CANCELLED")
-
-    @property
-    def error_kind(self) -> str:
-        return self.error.partition(": ")[0] if ": " in self.error else ""
 
 
 @dataclass(frozen=True)
@@ -72,14 +70,17 @@ class WorkerView:
 
 
 def job_from_proto(msg: pb.Job) -> JobView:
+    kind, message = failure_from_status(msg.error) if msg.HasField("error") else ("", "")
     return JobView(
         job_id=msg.job_id, action_digest=convert.digest_from_proto(msg.action_digest),
         client_id=msg.client_id, state=pb.JobState.Name(msg.state), worker_id=msg.worker_id,
         attempts=msg.attempts, submitted_at=msg.submitted_at, started_at=msg.started_at,
         completed_at=msg.completed_at,
         result=convert.result_from_proto(msg.result) if msg.HasField("result") else None,
-        error=msg.error.message, cached=msg.cached,
+        error=message, error_kind=kind, cached=msg.cached,
         platform=convert.platform_from_proto(msg.platform),
+        digest_function=convert.function_from_proto(msg.digest_function or
+                                                    convert.function_to_proto(BLAKE3)),
     )
 
 
@@ -89,14 +90,17 @@ def default_client_id() -> str:
 
 class SchedulerClient:
     def __init__(self, addr: str, cfg: Config, client_id: str = "",
-                 channel: grpc.Channel | None = None, timeout: float = 30.0):
+                 channel: grpc.Channel | None = None, timeout: float = 30.0,
+                 function: DigestFunction = BLAKE3):
         self.addr = addr
         self.client_id = client_id or default_client_id()
         self.channel = channel or make_channel(addr, cfg)
         self._owns = channel is None
         self.stub = pb_grpc.SchedulerStub(self.channel)
+        self.execution = ExecutionClient(self.channel, function, client_id=self.client_id,
+                                         where=f"scheduler at {addr}",
+                                         first_reply_s=cfg.scheduler.unresponsive_timeout)
         self.timeout = timeout
-        self.first_reply_s = cfg.scheduler.unresponsive_timeout  # see rpc/streams.py
 
     def __enter__(self) -> SchedulerClient:
         return self
@@ -115,81 +119,16 @@ class SchedulerClient:
             raise error_from_rpc(e, f"scheduler at {self.addr}") from e
 
     # -- jobs -------------------------------------------------------------------------------
-    def execute(self, action_digest: Digest, skip_cache: bool = False,
-                timeout: float | None = None) -> Iterator[JobView]:
-        """Submit and yield every update until the job is done (first one: queued)."""
-        req = pb.ExecuteRequest(action_digest=convert.digest_to_proto(action_digest),
-                                client_id=self.client_id, skip_cache_lookup=skip_cache)
-        yield from self._stream(self.stub.Execute, req, timeout)
-
-    def execute_batch(self, action_digests: Sequence[Digest], skip_cache: bool = False,
-                      timeout: float | None = None) -> Iterator[tuple[int, JobView]]:
-        """Submit many actions in one call and yield (index, update) until all are done.
-
-        ``index`` is the action's position in ``action_digests``. Every action gets a first
-        update (queued, or already done) and a last one with ``done``; one the scheduler
-        refused (e.g. no suitable worker) comes back FAILED with no job id, ``error_kind``
-        naming the error.
-        """
-        req = pb.ExecuteBatchRequest(requests=[
-            pb.ExecuteRequest(action_digest=convert.digest_to_proto(d), client_id=self.client_id,
-                              skip_cache_lookup=skip_cache) for d in action_digests])
-        try:
-            for resp in first_within(self.stub.ExecuteBatch(req, timeout=timeout),
-                                     self.first_reply_s, f"scheduler at {self.addr}"):
-                for update in resp.updates:
-                    yield update.request_index, job_from_proto(update.job)
-        except grpc.RpcError as e:
-            raise error_from_rpc(e, f"scheduler at {self.addr}") from e
-
-    def follow(self, job_id: str, timeout: float | None = None) -> Iterator[JobView]:
-        yield from self._stream(self.stub.WaitExecution, pb.WaitExecutionRequest(job_id=job_id),
-                                timeout)
-
-    def _stream(self, method: Callable[..., Any], req: Any,
-                timeout: float | None) -> Iterator[JobView]:
-        try:
-            for update in first_within(method(req, timeout=timeout), self.first_reply_s,
-                                       f"scheduler at {self.addr}"):
-                yield job_from_proto(update.job)
-        except grpc.RpcError as e:
-            raise error_from_rpc(e, f"scheduler at {self.addr}") from e
-
     def submit(self, action_digest: Digest, skip_cache: bool = False) -> JobView:
         """Queue a job and return at once (the job keeps running without us)."""
-        stream = self.stub.Execute(
-            pb.ExecuteRequest(action_digest=convert.digest_to_proto(action_digest),
-                              client_id=self.client_id, skip_cache_lookup=skip_cache),
-            timeout=self.timeout)
-        try:
-            first = next(iter(stream))
-        except grpc.RpcError as e:
-            raise error_from_rpc(e, f"scheduler at {self.addr}") from e
-        finally:
-            stream.cancel()
-        return job_from_proto(first.job)
+        first = self.execution.submit(action_digest, skip_cache, timeout=self.timeout)
+        return self.get_job(first.name)
 
     def wait(self, job_id: str, timeout: float = 3600.0, reconnect_for: float = 60.0) -> JobView:
-        """Follow a job to its end, reconnecting while the scheduler restarts."""
-        deadline = time.monotonic() + timeout
-        down_since: float | None = None
-        last: JobView | None = None
-        while time.monotonic() < deadline:
-            try:
-                for view in self.follow(job_id, timeout=deadline - time.monotonic()):
-                    last, down_since = view, None
-                    if view.done:
-                        return view
-            except Unresponsive:
-                raise  # frozen or cut off, not restarting: waiting for it is not worth it
-            except Unavailable:
-                now = time.monotonic()
-                down_since = down_since or now
-                if now - down_since > reconnect_for:
-                    raise
-                time.sleep(0.2)
-        raise Unavailable(f"job {job_id} not done after {timeout:.0f}s "
-                          f"(last state {last.state if last else 'unknown'})")
+        """Follow a job to its end (WaitExecution), reconnecting while the scheduler
+        restarts; returns its full record."""
+        self.execution.wait(job_id, timeout, reconnect_for)
+        return self.get_job(job_id)
 
     def get_job(self, job_id: str) -> JobView:
         return job_from_proto(self._call(self.stub.GetJob, pb.GetJobRequest(job_id=job_id)))

@@ -27,17 +27,24 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from distbuild.actions import ActionResult
-from distbuild.cas.action_cache import ActionCache
-from distbuild.cas.digest import Digest
+from distbuild.cas.digest import BLAKE3, Digest, DigestFunction
+from distbuild.cas.storage import ContentStores
 from distbuild.cas.store import LocalCAS
+from distbuild.codec import decode_action, decode_command
 from distbuild.config import SchedulerConfig
-from distbuild.errors import DistbuildError, NoSuitableWorker, UnknownJob
+from distbuild.errors import (
+    BlobNotFound,
+    DistbuildError,
+    MissingBlobs,
+    NoSuitableWorker,
+    UnknownJob,
+)
 from distbuild.inplace import IN_PLACE
-from distbuild.rpc.convert import decode_action
+from distbuild.reapi.resources import blob_subject
 from distbuild.scheduler import affinity
 from distbuild.scheduler.fair_queue import FairQueue
 from distbuild.scheduler.model import (
@@ -61,22 +68,22 @@ _KEEP_FINISHED = 20_000
 FLUSH_INTERVAL = 0.01
 
 
-@dataclass(eq=False)
-class JobWatch:
-    """One follower of many jobs (``Scheduler.watch_jobs``): which changed, and a wake-up."""
+@dataclass(frozen=True)
+class Submission:
+    """One action to queue (``Scheduler.submit_many``)."""
 
-    job_ids: set[str] = field(default_factory=set)
-    changed: set[str] = field(default_factory=set)
-    event: threading.Event = field(default_factory=threading.Event)
+    action_digest: Digest
+    client_id: str
+    skip_cache: bool = False
+    function: DigestFunction = BLAKE3  # of the action digest and every digest it names
 
 
 class Scheduler:
-    def __init__(self, cfg: SchedulerConfig, db: StateDB, cas: LocalCAS, ac: ActionCache,
+    def __init__(self, cfg: SchedulerConfig, db: StateDB, stores: ContentStores,
                  clock: Callable[[], float] = time.time):
         self.cfg = cfg
         self.db = db
-        self.cas = cas
-        self.ac = ac
+        self.stores = stores
         self.clock = clock
         self.started_at = clock()
         self._lock = threading.RLock()
@@ -86,7 +93,6 @@ class Scheduler:
         self._finished: deque[str] = deque()
         self._job_events: dict[str, threading.Event] = {}
         self._worker_events: dict[str, threading.Event] = {}
-        self._watches: dict[str, list[JobWatch]] = {}
         self.counts = {"completed": 0, "failed": 0, "cache_hits": 0}
         self._seq = db.max_seq()
         self._commits = GroupCommit(db, self._lock, FLUSH_INTERVAL)
@@ -130,28 +136,28 @@ class Scheduler:
             self._dispatch()
 
     # -- client side ------------------------------------------------------------------------
-    def submit(self, action_digest: Digest, client_id: str, skip_cache: bool = False) -> Job:
-        """Queue an action already in the CAS; a cache hit completes at once."""
-        outcome = self.submit_many([(action_digest, client_id, skip_cache)])[0]
+    def submit(self, action_digest: Digest, client_id: str, skip_cache: bool = False,
+               function: DigestFunction = BLAKE3) -> Job:
+        """Queue an action already in the CAS of ``function``; a cache hit completes at once.
+
+        Raises MissingBlobs (the action or its command is not in the CAS), NoSuitableWorker.
+        """
+        outcome = self.submit_many([Submission(action_digest, client_id, skip_cache,
+                                               function)])[0]
         if isinstance(outcome, DistbuildError):
             raise outcome
         return outcome
 
-    def submit_many(self, requests: Sequence[tuple[Digest, str, bool]]
-                    ) -> list[Job | DistbuildError]:
+    def submit_many(self, requests: Sequence[Submission]) -> list[Job | DistbuildError]:
         """Queue several actions at once: one dispatch pass and one wait for the disk.
 
-        Args:
-            requests: (action digest, client id, skip cache lookup) per action.
-
-        Returns:
-            Per request, in order: the job as queued (or finished, for a cache hit), or the
-            error that refused it (a missing action blob, no suitable worker).
+        Returns, per request and in order: the job as queued (or finished, for a cache hit),
+        or the error that refused it (a missing action blob, no suitable worker).
         """
         prepared: list[tuple[Job, ActionResult | None] | DistbuildError] = []
-        for action_digest, client_id, skip_cache in requests:
+        for request in requests:
             try:
-                prepared.append(self._prepare(action_digest, client_id, skip_cache))
+                prepared.append(self._prepare(request))
             except DistbuildError as e:
                 prepared.append(e)
         outcomes: list[Job | DistbuildError] = []
@@ -184,22 +190,27 @@ class Scheduler:
             self._commits.wait(change)
         return outcomes
 
-    def _prepare(self, action_digest: Digest, client_id: str,
-                 skip_cache: bool) -> tuple[Job, ActionResult | None]:
+    def _prepare(self, request: Submission) -> tuple[Job, ActionResult | None]:
         """A new job for the action, and its cached result if any (reads the CAS, no lock)."""
-        blob = self.cas.get_bytes(action_digest)
+        cas = self.stores.cas(request.function)
+        blob = _read(cas, request.action_digest, "action")
         action = decode_action(blob)
-        inputs = affinity.large_inputs(self.cas, action.input_root_digest)
+        platform = action.platform
+        if not platform:  # clients before REAPI v2.2 put it in the Command only
+            platform = decode_command(_read(cas, action.command_digest, "command")).platform
+        inputs = affinity.large_inputs(cas, action.input_root_digest)
         now = self.clock()
         with self._lock:
             self._seq += 1
             seq = self._seq
-        job = Job(job_id=os.urandom(8).hex(), action_digest=action_digest,
-                  client_id=client_id or "anonymous", platform=action.platform,
+        job = Job(job_id=os.urandom(8).hex(), action_digest=request.action_digest,
+                  client_id=request.client_id or "anonymous", platform=platform,
                   timeout_s=action.timeout_s or self.cfg.job_timeout,
                   do_not_cache=action.do_not_cache, action_blob=blob, seq=seq,
-                  submitted_at=now, queued_since=now, inputs=inputs)
-        cached = None if (skip_cache or action.do_not_cache) else self.ac.get(action_digest)
+                  submitted_at=now, queued_since=now, inputs=inputs,
+                  digest_function=request.function)
+        cached = (None if (request.skip_cache or action.do_not_cache)
+                  else self.stores.ac(request.function).get(request.action_digest))
         return job, cached
 
     def get(self, job_id: str) -> Job:
@@ -215,40 +226,6 @@ class Scheduler:
             event = self._job_events.setdefault(job_id, threading.Event())
         event.wait(timeout)
         return self.get(job_id)
-
-    def watch_jobs(self, job_ids: Iterable[str]) -> JobWatch:
-        """Start noting changes of many jobs (``changes`` takes them; ``unwatch`` ends it).
-
-        Every job counts as changed once at the start: it may have moved on since the
-        caller's snapshot.
-        """
-        watch = JobWatch()
-        with self._lock:
-            for jid in job_ids:
-                self._watches.setdefault(jid, []).append(watch)
-                watch.job_ids.add(jid)
-            watch.changed = set(watch.job_ids)
-            watch.event.set()
-        return watch
-
-    def changes(self, watch: JobWatch, timeout: float) -> list[Job]:
-        """The watched jobs that changed since the last call, waiting up to ``timeout``."""
-        watch.event.wait(timeout)
-        with self._lock:
-            watch.event.clear()
-            changed, watch.changed = watch.changed, set()
-            return [self.jobs[j].snapshot() for j in changed if j in self.jobs]
-
-    def unwatch(self, watch: JobWatch, job_ids: Iterable[str] | None = None) -> None:
-        """Stop noting changes of ``job_ids`` (default: all the watch's jobs)."""
-        with self._lock:
-            for jid in list(watch.job_ids if job_ids is None else job_ids):
-                watch.job_ids.discard(jid)
-                watchers = self._watches.get(jid)
-                if watchers is not None and watch in watchers:
-                    watchers.remove(watch)
-                    if not watchers:
-                        del self._watches[jid]
 
     def cancel(self, job_id: str) -> Job:
         with self._lock:
@@ -355,18 +332,18 @@ class Scheduler:
 
     def report_many(self, worker_id: str, outcomes: Sequence[Outcome]) -> None:
         """Several outcomes from one worker (``report`` each), with one dispatch pass."""
-        cacheable: list[tuple[Digest, ActionResult]] = []
+        cacheable: list[tuple[DigestFunction, Digest, ActionResult]] = []
         with self._lock:
             for outcome in outcomes:
                 job = self._record(worker_id, outcome)
                 result = outcome.result
                 if (job is not None and result is not None and result.exit_code == 0
                         and not job.do_not_cache):
-                    cacheable.append((job.action_digest, result))
+                    cacheable.append((job.digest_function, job.action_digest, result))
             self._dispatch()
-        for action_digest, result in cacheable:
+        for function, action_digest, result in cacheable:
             try:
-                self.ac.put(action_digest, result)
+                self.stores.ac(function).put(action_digest, result)
             except Exception:  # noqa: BLE001 - caching is best effort, the job is done
                 pass
 
@@ -415,9 +392,6 @@ class Scheduler:
         event = self._job_events.pop(job.job_id, None)
         if event is not None:
             event.set()
-        for watch in self._watches.get(job.job_id, ()):
-            watch.changed.add(job.job_id)
-            watch.event.set()
         return change
 
     def _record(self, worker_id: str, outcome: Outcome) -> Job | None:
@@ -521,6 +495,17 @@ class Scheduler:
             free.took()
             self._changed(job)
             self._wake(w.worker_id)
+
+
+def _read(cas: LocalCAS, digest: Digest, what: str) -> bytes:
+    """A blob the action needs; MissingBlobs (REAPI: FAILED_PRECONDITION, MISSING) if absent."""
+    if digest.size == 0:
+        return b""  # the empty blob is always there (REAPI), stored or not
+    try:
+        return cas.get_bytes(digest)
+    except BlobNotFound:
+        raise MissingBlobs(f"the {what} blob {digest} is not in the CAS ({cas.function}); "
+                           "upload it first", (blob_subject(digest, cas.function),)) from None
 
 
 def _fmt(props: Properties) -> str:

@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass, field
 
 from distbuild.actions import ActionResult
-from distbuild.cas.digest import Digest
+from distbuild.cas.digest import BLAKE3, Digest, DigestFunction
 
 Properties = tuple[tuple[str, str], ...]
 
@@ -43,6 +43,7 @@ class Job:
     version: int = 0  # bumped on every change; watchers wait for a newer one
     queued_since: float = 0.0  # in memory only: when it last entered the queue
     inputs: frozenset[Digest] = frozenset()  # in memory only: its large input blobs
+    digest_function: DigestFunction = BLAKE3  # of the action digest and all it names
 
     @property
     def done(self) -> bool:

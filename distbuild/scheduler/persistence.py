@@ -11,9 +11,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from distbuild._proto.v1 import remote_execution_pb2 as re_pb
-from distbuild.cas.digest import Digest
-from distbuild.rpc.convert import result_from_proto, result_to_proto
+from distbuild._proto.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb
+from distbuild.cas.digest import Digest, DigestFunction
+from distbuild.reapi.convert import result_from_proto, result_to_proto
 from distbuild.scheduler.model import FINISHED, Job, WorkerInfo
 
 _SCHEMA = """
@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY, seq INTEGER, action_digest TEXT, client_id TEXT, platform TEXT,
     timeout_s REAL, do_not_cache INTEGER, action_blob BLOB, state TEXT, worker_id TEXT,
     attempts INTEGER, submitted_at REAL, started_at REAL, completed_at REAL, result BLOB,
-    error TEXT, error_kind TEXT, cached INTEGER
+    error TEXT, error_kind TEXT, cached INTEGER, digest_function TEXT DEFAULT 'blake3'
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE TABLE IF NOT EXISTS workers (
@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS workers (
 
 _JOB_COLS = ("job_id", "seq", "action_digest", "client_id", "platform", "timeout_s",
              "do_not_cache", "action_blob", "state", "worker_id", "attempts", "submitted_at",
-             "started_at", "completed_at", "result", "error", "error_kind", "cached")
+             "started_at", "completed_at", "result", "error", "error_kind", "cached",
+             "digest_function")
 _WORKER_COLS = ("worker_id", "address", "capacity", "platform", "state", "last_heartbeat",
                 "registered_at", "completed")
 
@@ -47,7 +48,7 @@ def job_row(job: Job) -> tuple[object, ...]:
             json.dumps(job.platform), job.timeout_s, int(job.do_not_cache), job.action_blob,
             job.state, job.worker_id, job.attempts, job.submitted_at, job.started_at,
             job.completed_at, _result_blob(job), job.error,
-            job.error_kind, int(job.cached))
+            job.error_kind, int(job.cached), job.digest_function.value)
 
 
 def _result_blob(job: Job) -> bytes | None:
@@ -69,6 +70,10 @@ class StateDB:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "digest_function" not in columns:  # a database from before SHA-256 support
+            self._db.execute("ALTER TABLE jobs ADD COLUMN digest_function TEXT "
+                             "DEFAULT 'blake3'")
         self._lock = threading.Lock()
         self.keep_finished = keep_finished
 
@@ -141,6 +146,7 @@ def _job(d: dict[str, object]) -> Job:
     d["platform"] = tuple(tuple(p) for p in json.loads(str(d["platform"])))
     d["do_not_cache"] = bool(d["do_not_cache"])
     d["cached"] = bool(d["cached"])
+    d["digest_function"] = DigestFunction(d["digest_function"] or "blake3")
     job = Job(**d)  # type: ignore[arg-type]
     if isinstance(result, bytes):
         job.result = result_from_proto(re_pb.ActionResult.FromString(result))

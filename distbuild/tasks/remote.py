@@ -6,11 +6,15 @@ the ActionResult of the first run, so the receipt derived from it is the same on
 
 from __future__ import annotations
 
-from distbuild.actions import ActionResult, ExecutionMetadata
-from distbuild.cas.remote import RemoteCAS
+import posixpath
+from dataclasses import replace
+
+from distbuild.actions import ActionResult, ExecutionMetadata, OutputFile
+from distbuild.codec import tree_files
 from distbuild.config import Config
 from distbuild.errors import ExecutionError
 from distbuild.executors.wasm import EXIT_STOPPED
+from distbuild.reapi.cas_client import RemoteCAS
 from distbuild.scheduler.client import JobView, SchedulerClient
 from distbuild.tasks.receipt import Receipt
 from distbuild.tasks.run import TaskRun
@@ -44,6 +48,7 @@ class RemoteTaskRunner:
             result = ActionResult(exit_code=EXIT_STOPPED, metadata=ExecutionMetadata(
                 worker=view.worker_id, executor="wasm", started_at=view.started_at,
                 completed_at=view.completed_at))
+        result = self._with_files(result)
         receipt = Receipt.from_result(prepared.action_digest, prepared.task.module, result)
         digest = self.cas.put_bytes(receipt.encode())
         stdout = self.cas.get_bytes(result.stdout_digest) if result.stdout_digest else b""
@@ -53,9 +58,23 @@ class RemoteTaskRunner:
                        stdout, stderr, failure)
 
 
+    def _with_files(self, result: ActionResult) -> ActionResult:
+        """``result`` with each output directory (a REAPI Tree) listed as the files below it:
+        a receipt names files, as the local runner's does."""
+        if not result.output_directories:
+            return result
+        files = list(result.output_files)
+        for d in result.output_directories:
+            for rel, node in tree_files(self.cas.get_bytes(d.tree_digest), self.cas.function):
+                files.append(OutputFile(posixpath.join(d.path, rel), node.digest,
+                                        node.is_executable))
+        return replace(result, output_files=tuple(sorted(files, key=lambda o: o.path)),
+                       output_directories=())
+
+
 def failure_name(view: JobView) -> str:
     """The executor's failure name ("out of fuel", "timed out"...) behind a failed job."""
-    kind, _, detail = view.error.partition(": ")
+    kind, detail = view.error_kind, view.error
     if kind == "ActionTimeout":
         return "timed out"
     if kind == "ActionCancelled" or view.state == "CANCELLED":

@@ -16,8 +16,8 @@ import blake3
 
 from distbuild.actions import Action, Command
 from distbuild.cas.digest import Digest
+from distbuild.codec import blob_of, encode_action, encode_command
 from distbuild.executors.base import ExecSpec
-from distbuild.rpc.convert import blob_of, encode_action, encode_command
 from distbuild.sandbox import check_relative
 from distbuild.tasks.tree import BlobSource, build_tree
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from distbuild.actions import Directory, DirectoryNode, FileNode, OutputFile
 from distbuild.cas.digest import Digest, digest_file
 from distbuild.cas.store import BlobStore
+from distbuild.codec import blob_of, decode_directory, encode_directory
 from distbuild.errors import InvalidRequest
-from distbuild.rpc.convert import blob_of, decode_directory, encode_directory
 from distbuild.sandbox import check_relative, resolve_inside
 
 if TYPE_CHECKING:

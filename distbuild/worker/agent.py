@@ -17,16 +17,18 @@ import grpc
 
 from distbuild._proto.v1 import scheduler_pb2 as pb
 from distbuild._proto.v1 import scheduler_pb2_grpc as pb_grpc
-from distbuild.cas.remote import RemoteCAS
+from distbuild.cas.digest import BLAKE3, DigestFunction
 from distbuild.cas.store import LocalCAS
+from distbuild.codec import action_from_proto
 from distbuild.config import Config, cpu_count
 from distbuild.errors import DistbuildError
 from distbuild.executors import make_executor
 from distbuild.inplace import IN_PLACE
-from distbuild.rpc import convert
+from distbuild.reapi import convert
+from distbuild.reapi.cas_client import RemoteCAS
 from distbuild.rpc.server import bind, make_channel, make_server
-from distbuild.rpc.status import error_from_rpc, guarded
-from distbuild.worker.blob_cache import CachedStore
+from distbuild.rpc.status import error_from_rpc, failure_status, guarded
+from distbuild.worker.blob_cache import CachedStore, CachedStores
 from distbuild.worker.job_runner import JobOutcome, JobRunner
 from distbuild.worker.platform import host_platform, rustc_toolchain_id
 
@@ -57,9 +59,20 @@ class Worker:
         # shared_cache: ``cache`` is the scheduler's own CAS (the master's embedded worker)
         self.store = CachedStore(cache, RemoteCAS(scheduler, cfg, channel=self.channel),
                                  shared=shared_cache)
+
+        def other_store(function: DigestFunction) -> CachedStore:
+            # Actions of REAPI clients that hash with SHA-256 (Bazel before 6.4): a cache of
+            # their own beside the BLAKE3 one.
+            local = LocalCAS(base / f"cache-{function.value}", cfg.worker.cache_max_size,
+                             cfg.cache.gc_target, function)
+            return CachedStore(local, RemoteCAS(scheduler, cfg, channel=self.channel,
+                                                function=function))
+
+        self.stores = CachedStores(self.store, other_store)
+        # Executors read toolchains and modules by their BLAKE3 digests.
         self.executors = {k: make_executor(k, cfg, self.store) for k in self.kinds}
         # in_place: the master's embedded worker only (see job_runner.py)
-        self.runner = JobRunner(worker_id, self.store, self.executors, base / "sandboxes",
+        self.runner = JobRunner(worker_id, self.stores, self.executors, base / "sandboxes",
                                 in_place=in_place)
         props = [*(("executor", k) for k in self.kinds), *host_platform(),
                  *([IN_PLACE] if in_place else [])]
@@ -187,8 +200,11 @@ class Worker:
     def _run_job(self, item: pb.WorkItem, cancel: threading.Event) -> None:
         try:
             try:
-                action = convert.action_from_proto(item.action)
-                outcome = self.runner.run(item.job_id, action, cancel)
+                action = action_from_proto(item.action)
+                function = (convert.function_from_proto(item.digest_function)
+                            if item.digest_function else BLAKE3)
+                outcome = self.runner.run(item.job_id, action, cancel, function,
+                                          convert.digest_from_proto(item.action_digest))
             except DistbuildError as e:
                 outcome = JobOutcome(error=str(e), kind=type(e).__name__)
             except Exception as e:  # noqa: BLE001 - a bug in one job must not kill the worker
@@ -211,7 +227,7 @@ class Worker:
         if outcome.result is not None:
             req.result.CopyFrom(convert.result_to_proto(outcome.result))
         else:
-            req.error.message = f"{outcome.kind}: {outcome.error}"
+            req.error.CopyFrom(failure_status(outcome.kind, outcome.error))
         with self._lock:
             self._running.pop(job_id, None)  # its slot is free for what the lease brings
             self._unreported.add(job_id)  # still listed in heartbeats until reported

@@ -4,24 +4,28 @@ Reads are served from the local cache when present and fetched (verified) otherw
 to both, and the remote is sent only what it lacks. With ``shared`` the remote serves this
 very store (the master's embedded cluster), so nothing is sent or fetched at all. It
 implements the BlobStore protocol, so executors (docker toolchains, wasm modules) read through
-it like any store.
+it like any store. ``CachedStores`` keeps one per digest function (a worker runs BLAKE3 actions
+from our clients and SHA-256 ones from REAPI clients such as Bazel 4).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from distbuild.cas.digest import Digest, digest_file
-from distbuild.cas.remote import RemoteCAS
+from distbuild.cas.digest import BLAKE3, Digest, DigestFunction, digest_file
 from distbuild.cas.store import LocalCAS
-from distbuild.errors import CorruptBlob
+from distbuild.errors import CorruptBlob, InvalidRequest
 from distbuild.fsutil import write_atomic
+from distbuild.reapi.cas_client import RemoteCAS
 
 
 class CachedStore:
     def __init__(self, local: LocalCAS, remote: RemoteCAS, shared: bool = False):
+        if local.function is not remote.function:
+            raise ValueError(f"a {local.function} cache in front of a {remote.function} CAS")
+        self.function = local.function
         self.local = local
         self.remote = remote
         self.shared = shared
@@ -68,7 +72,7 @@ class CachedStore:
         return digest
 
     def put_file(self, path: str | Path) -> Digest:
-        digest = digest_file(path)
+        digest = digest_file(path, self.function)
         self.remote.upload({digest: Path(path)})
         return digest
 
@@ -94,3 +98,23 @@ class CachedStore:
                 self.local.gc()
             finally:
                 self._gc_lock.release()
+
+
+class CachedStores:
+    """A ``CachedStore`` per digest function: BLAKE3's given, the others made on first use."""
+
+    def __init__(self, blake3: CachedStore,
+                 make: Callable[[DigestFunction], CachedStore] | None = None):
+        self._stores = {BLAKE3: blake3}
+        self._make = make
+        self._lock = threading.Lock()
+
+    def get(self, function: DigestFunction) -> CachedStore:
+        store = self._stores.get(function)
+        if store is None:
+            if self._make is None:
+                raise InvalidRequest(f"this worker takes no {function} actions")
+            with self._lock:
+                store = self._stores.get(function) or self._make(function)
+                self._stores[function] = store
+        return store

@@ -1,4 +1,4 @@
-"""Input trees into sandboxes, outputs back out, and the sandbox-root placeholder.
+"""Input trees into sandboxes, and the sandbox-root placeholder (outputs: ``outputs.py``).
 
 Argument and environment strings may contain ``SANDBOX_ROOT``; the worker substitutes the
 sandbox's absolute path before running, and writes it back as the placeholder into dep-info
@@ -15,10 +15,10 @@ import posixpath
 import shutil
 from pathlib import Path
 
-from distbuild.actions import Directory, OutputFile
+from distbuild.actions import Directory
 from distbuild.cas.digest import Digest
+from distbuild.codec import decode_directory
 from distbuild.errors import PathEscape
-from distbuild.rpc.convert import decode_directory
 from distbuild.sandbox import check_relative, resolve_inside
 from distbuild.worker.blob_cache import CachedStore
 
@@ -119,55 +119,6 @@ def prepare_outputs(sandbox: Path, output_paths: tuple[str, ...]) -> None:
             resolve_inside(sandbox, parent)
             (sandbox / parent).mkdir(parents=True, exist_ok=True)
             resolve_inside(sandbox, parent)  # a symlink in the tree must not redirect it
-
-
-def expand_output_dirs(sandbox: Path, output_paths: tuple[str, ...]) -> list[str]:
-    """Output paths, each existing directory replaced by the regular files below it.
-
-    REAPI v2.1 lets an output path name a directory; wasm tasks declare their one writable
-    directory this way. Symlinks below it are skipped (they could point anywhere).
-    """
-    paths: list[str] = []
-    for out in output_paths:
-        top = resolve_inside(sandbox, out)
-        if not top.is_dir():
-            paths.append(out)
-            continue
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            for name in sorted(filenames):
-                full = os.path.join(dirpath, name)
-                if not os.path.islink(full):
-                    paths.append(posixpath.join(out, os.path.relpath(full, top)))
-    return paths
-
-
-def collect_outputs(sandbox: Path, output_paths: tuple[str, ...], store: CachedStore,
-                    placeholder: bool = True) -> tuple[OutputFile, ...]:
-    """Upload the outputs that exist (missing ones are simply absent, as in REAPI).
-
-    With ``placeholder``, the sandbox's path in dep-info files becomes ``SANDBOX_ROOT``.
-    """
-    found: list[tuple[str, Path, bytes | None, bool]] = []
-    root = str(sandbox).encode()
-    for out in sorted(set(expand_output_dirs(sandbox, output_paths))):
-        path = resolve_inside(sandbox, out)
-        if not path.is_file():
-            continue
-        executable = os.access(path, os.X_OK)
-        data = None
-        if out.endswith(".d") and placeholder:
-            data = path.read_bytes().replace(root, SANDBOX_ROOT.encode())
-        found.append((out, path, data, executable))
-    blobs: dict[Digest, bytes | Path] = {}
-    files = []
-    for out, path, data, executable in found:
-        # Hashed once, while stored in the local cache: the next job here fetches nothing.
-        digest = store.local.put_bytes(data) if data is not None else store.local.put_file(path)
-        blobs[digest] = path if data is None else data
-        files.append(OutputFile(out, digest, executable))
-    store.send(blobs)
-    return tuple(files)
 
 
 def substitute(text: str, sandbox: Path) -> str:

@@ -44,9 +44,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 def _crate_kinds(cluster: Cluster, jobs: list) -> set[str]:  # type: ignore[type-arg]
     """What each job compiled, read back from the commands in the scheduler's CAS."""
-    from distbuild.cas.remote import RemoteCAS
+    from distbuild.codec import decode_action, decode_command
     from distbuild.config import Config
-    from distbuild.rpc.convert import decode_action, decode_command
+    from distbuild.reapi.cas_client import RemoteCAS
 
     cas = RemoteCAS(cluster.addr, Config(home=cluster.root / "reader"))
     kinds = set()

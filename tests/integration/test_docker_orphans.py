@@ -93,8 +93,8 @@ def test_worker_process_killed_mid_job_then_restarted(request: pytest.FixtureReq
     """The real thing: `worker run --executor docker` under a scheduler, SIGKILLed while its
     container runs a job; restarted with the same id and home, it removes the orphan."""
     api = connect_or_skip()
-    from distbuild.cas.remote import RemoteCAS
     from distbuild.config import Config
+    from distbuild.reapi.cas_client import RemoteCAS
     from distbuild.scheduler.action_builder import InputFile, prepare_action
     from tests.integration.cluster import FAST_CONFIG, Cluster, wait_for
 

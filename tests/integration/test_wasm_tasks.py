@@ -140,8 +140,8 @@ def test_identical_task_through_the_scheduler_is_cached_with_the_same_receipt(
     gen_module: Path, cluster: Cluster, tmp_path: Path
 ) -> None:
     """Through a scheduler and a wasm worker: same contract, outputs and receipt in its CAS."""
-    from distbuild.cas.remote import RemoteCAS
     from distbuild.config import Config
+    from distbuild.reapi.cas_client import RemoteCAS
 
     names = tmp_path / "names.txt"
     names.write_text("one\ntwo\nthree\n")
@@ -199,8 +199,8 @@ def test_build_action_with_a_wasi_program_runs_on_the_wasm_worker(
 ) -> None:
     """A REAPI build action whose argv[0] is a .wasm input goes to the wasm worker; its output
     lands in the CAS."""
-    from distbuild.cas.remote import RemoteCAS
     from distbuild.config import Config
+    from distbuild.reapi.cas_client import RemoteCAS
     from distbuild.scheduler.action_builder import InputFile, prepare_action
     from distbuild.scheduler.client import SchedulerClient
 

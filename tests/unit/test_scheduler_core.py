@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 
 from distbuild.actions import Action, ActionResult, OutputFile
-from distbuild.cas.action_cache import ActionCache
 from distbuild.cas.digest import Digest, digest_bytes
-from distbuild.cas.store import LocalCAS
+from distbuild.cas.storage import ContentStores
+from distbuild.codec import encode_action
 from distbuild.config import SchedulerConfig
 from distbuild.errors import NoSuitableWorker
-from distbuild.rpc.convert import encode_action
-from distbuild.scheduler.core import Scheduler
+from distbuild.scheduler.core import Scheduler, Submission
 from distbuild.scheduler.persistence import StateDB
 
 LOCAL = (("executor", "local"), ("os", "linux"))
@@ -32,14 +31,14 @@ class Clock:
 class Env:
     def __init__(self, root: Path):
         self.root = root
-        self.cas = LocalCAS(root / "cas")
+        self.stores = ContentStores(root)
+        self.cas = self.stores.cas()
         self.clock = Clock()
         self.sched = self.new()
         self._n = 0
 
     def new(self) -> Scheduler:
-        return Scheduler(CFG, StateDB(self.root / "state.db"), self.cas,
-                         ActionCache(self.root / "ac", self.cas), clock=self.clock)
+        return Scheduler(CFG, StateDB(self.root / "state.db"), self.stores, clock=self.clock)
 
     def action(self, platform: tuple[tuple[str, str], ...] = LOCAL, timeout: float = 0.0,
                do_not_cache: bool = False) -> Digest:
@@ -122,7 +121,7 @@ def test_compile_error_never_retried(env: Env) -> None:
     env.sched.report("a", job, FAILED_COMPILE)
     done = env.sched.get(job)
     assert (done.state, done.attempts, done.result) == ("COMPLETED", 1, FAILED_COMPILE)
-    assert env.sched.ac.get(digest) is None
+    assert env.sched.stores.ac().get(digest) is None
 
 
 def test_infrastructure_failure_retried(env: Env) -> None:
@@ -241,9 +240,10 @@ def test_submit_many_reports_each_outcome_in_order(env: Env) -> None:
     good = env.action()
     docker = env.action(platform=(("executor", "docker"),))
     missing = digest_bytes(b"never uploaded")
-    outcomes = env.sched.submit_many([(good, "c1", False), (docker, "c1", False),
-                                      (missing, "c1", False), (env.action(), "c1", False)])
-    assert [type(o).__name__ for o in outcomes] == ["Job", "NoSuitableWorker", "BlobNotFound",
+    outcomes = env.sched.submit_many([Submission(good, "c1"), Submission(docker, "c1"),
+                                      Submission(missing, "c1"),
+                                      Submission(env.action(), "c1")])
+    assert [type(o).__name__ for o in outcomes] == ["Job", "NoSuitableWorker", "MissingBlobs",
                                                     "Job"]
     first, _, _, second = outcomes
     assert [env.sched.get(first.job_id).state,  # type: ignore[union-attr]
@@ -255,28 +255,13 @@ def test_submit_many_keeps_capacity_and_fairness(env: Env) -> None:
     on the next free slot, ahead of the rest of the batch."""
     env.worker("a", capacity=2)
     env.worker("b", capacity=1)
-    burst = env.sched.submit_many([(env.action(), "burst", False) for _ in range(50)])
+    burst = env.sched.submit_many([Submission(env.action(), "burst") for _ in range(50)])
     assert {w.worker_id: len(w.running) for w in env.sched.list_workers()} == {"a": 2, "b": 1}
     other = env.sched.submit(env.action(), "other").job_id
     (on_b,) = [o.job_id for o in burst  # type: ignore[union-attr]
                if env.sched.get(o.job_id).worker_id == "b"]  # type: ignore[union-attr]
     env.sched.report("b", on_b, OK)
     assert (env.sched.get(other).state, env.sched.get(other).worker_id) == ("RUNNING", "b")
-
-
-def test_watch_jobs_notes_every_change_once(env: Env) -> None:
-    """A watch over many jobs first returns all of them, then only those that changed."""
-    env.worker("a", capacity=2)
-    jobs = [env.sched.submit(env.action(), "c1").job_id for _ in range(3)]
-    watch = env.sched.watch_jobs(jobs)
-    assert sorted(j.job_id for j in env.sched.changes(watch, 0)) == sorted(jobs)
-    assert env.sched.changes(watch, 0) == []
-    env.sched.report("a", jobs[0], OK)  # finishes jobs[0] and starts jobs[2]
-    changed = {j.job_id: j.state for j in env.sched.changes(watch, 0)}
-    assert changed == {jobs[0]: "COMPLETED", jobs[2]: "RUNNING"}
-    env.sched.unwatch(watch)
-    env.sched.report("a", jobs[1], OK)
-    assert env.sched.changes(watch, 0) == [] and env.sched._watches == {}
 
 
 IN_PLACE_PLATFORM = (("executor", "local"), ("execution", "in-place"), ("os", "linux"))

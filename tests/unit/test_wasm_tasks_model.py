@@ -10,8 +10,8 @@ import pytest
 from distbuild.actions import ActionResult, Directory, FileNode, OutputFile
 from distbuild.cas.digest import digest_bytes
 from distbuild.cas.store import LocalCAS
+from distbuild.codec import encode_directory
 from distbuild.errors import InvalidRequest, PathEscape
-from distbuild.rpc.convert import encode_directory
 from distbuild.tasks.receipt import Receipt, ReceiptIndex
 from distbuild.tasks.task import TaskInput, WasmTask, prepare
 from distbuild.tasks.tree import build_tree, materialize

@@ -9,8 +9,8 @@ import pytest
 from distbuild.actions import Directory, DirectoryNode, FileNode, SymlinkNode
 from distbuild.cas.digest import Digest, digest_bytes
 from distbuild.cas.store import LocalCAS
+from distbuild.codec import encode_directory
 from distbuild.errors import PathEscape
-from distbuild.rpc.convert import encode_directory
 from distbuild.sandbox import resolve_inside
 from distbuild.scheduler.action_builder import InputFile, build_tree
 from distbuild.worker.materialize import _validate, fetch_tree, prepare_outputs

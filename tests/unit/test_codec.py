@@ -1,11 +1,13 @@
-"""Dataclass <-> protobuf conversion and the exception <-> status mapping."""
+"""The canonical content encoding (codec), service conversions (reapi.convert), and the
+exception <-> status mapping."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
 
-from distbuild._proto.v1 import remote_execution_pb2 as re_pb
+from distbuild import codec
+from distbuild._proto.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb
 from distbuild.actions import (
     Action,
     ActionResult,
@@ -19,7 +21,7 @@ from distbuild.actions import (
 )
 from distbuild.cas.digest import digest_bytes
 from distbuild.errors import BlobTooLarge, InvalidDigest, InvalidRequest, NoSuitableWorker
-from distbuild.rpc import convert
+from distbuild.reapi import convert
 from distbuild.rpc.status import code_for
 
 D1, D2 = digest_bytes(b"one"), digest_bytes(b"two")
@@ -33,19 +35,19 @@ def test_action_command_directory_round_trip() -> None:
                       (("executor", "local"),))
     directory = Directory((FileNode("a.rs", D1, True),), (DirectoryNode("sub", D2),),
                           (SymlinkNode("l", "a.rs"),))
-    assert convert.decode_action(convert.encode_action(action)) == action
-    assert convert.decode_command(convert.encode_command(command)) == command
-    assert convert.decode_directory(convert.encode_directory(directory)) == directory
+    assert codec.decode_action(codec.encode_action(action)) == action
+    assert codec.decode_command(codec.encode_command(command)) == command
+    assert codec.decode_directory(codec.encode_directory(directory)) == directory
 
 
 def test_encoding_is_canonical() -> None:
     """Environment, outputs and directory entries are sorted, so order does not change digests."""
     a = Command(("x",), (("B", "2"), ("A", "1")), ("b", "a"))
     b = Command(("x",), (("A", "1"), ("B", "2")), ("a", "b"))
-    assert convert.encode_command(a) == convert.encode_command(b)
+    assert codec.encode_command(a) == codec.encode_command(b)
     d1 = Directory((FileNode("b", D1), FileNode("a", D2)))
     d2 = Directory((FileNode("a", D2), FileNode("b", D1)))
-    assert convert.encode_directory(d1) == convert.encode_directory(d2)
+    assert codec.encode_directory(d1) == codec.encode_directory(d2)
 
 
 def test_result_round_trip() -> None:
@@ -58,9 +60,9 @@ def test_result_round_trip() -> None:
 def test_malformed_input_refused() -> None:
     """Bad digests and undecodable blobs raise InvalidRequest subclasses with the value."""
     with pytest.raises(InvalidDigest, match="'nothex'"):
-        convert.digest_from_proto(re_pb.Digest(hash="nothex", size_bytes=1))
+        codec.digest_from_proto(re_pb.Digest(hash="nothex", size_bytes=1))
     with pytest.raises(InvalidRequest, match="not a valid Directory"):
-        convert.decode_directory(b"\xff\xff\xff")
+        codec.decode_directory(b"\xff\xff\xff")
 
 
 def test_status_codes() -> None:

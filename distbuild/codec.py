@@ -1,35 +1,33 @@
-"""The one place where core dataclasses become protobuf messages and back.
+"""The canonical content encoding: Command, Directory and Action as REAPI protobuf bytes.
 
-Core code passes the dataclasses of ``distbuild.actions`` and ``distbuild.cas.digest``; the
-services and clients call these functions at the boundary. ``encode_*`` functions produce the
-canonical (deterministic) bytes whose digest names a Command, Directory or Action in the CAS.
+These bytes are what a digest names (an Action's digest is its action-cache key; a
+Directory's digest names a level of an input tree), so they must be exactly REAPI's: fields in
+number order, no unknown fields, lists sorted as the specification requires. Everything that
+hashes or reads such a blob goes through this module; the message <-> dataclass conversions
+the services need for everything else live in ``distbuild/reapi/convert.py``.
+
+Decoding accepts what older REAPI clients send: a Command with the v2.0 ``output_files`` and
+``output_directories`` (Bazel 4) instead of ``output_paths``, and platform properties in the
+Command instead of the Action.
 """
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Sequence
 from typing import TypeVar
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
-from distbuild._proto.v1 import remote_execution_pb2 as re_pb
-from distbuild.actions import (
-    Action,
-    ActionResult,
-    Command,
-    Directory,
-    DirectoryNode,
-    ExecutionMetadata,
-    FileNode,
-    OutputFile,
-    SymlinkNode,
-)
-from distbuild.cas.digest import Digest, digest_bytes
+from distbuild._proto.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb
+from distbuild.actions import Action, Command, Directory, DirectoryNode, FileNode, SymlinkNode
+from distbuild.cas.digest import BLAKE3, Digest, DigestFunction, digest_bytes
 from distbuild.errors import InvalidDigest, InvalidRequest
 
 Properties = tuple[tuple[str, str], ...]
 
 
-# -- digests ------------------------------------------------------------------------------------
+# -- digests and platforms (shared with reapi/convert.py) ----------------------------------------
 def digest_to_proto(d: Digest) -> re_pb.Digest:
     return re_pb.Digest(hash=d.hash, size_bytes=d.size)
 
@@ -46,7 +44,6 @@ def optional_digest(msg: re_pb.Digest) -> Digest | None:
     return digest_from_proto(msg) if msg.hash else None
 
 
-# -- platform -----------------------------------------------------------------------------------
 def platform_to_proto(props: Properties) -> re_pb.Platform:
     return re_pb.Platform(properties=[re_pb.Platform.Property(name=n, value=v)
                                       for n, v in sorted(props)])
@@ -69,10 +66,13 @@ def command_to_proto(c: Command) -> re_pb.Command:
 
 
 def command_from_proto(msg: re_pb.Command) -> Command:
+    # Since v2.1 output_paths supersedes the older pair, which is then ignored.
+    outputs = (tuple(msg.output_paths) if msg.output_paths
+               else tuple(sorted({*msg.output_files, *msg.output_directories})))
     return Command(
         arguments=tuple(msg.arguments),
         environment=tuple((e.name, e.value) for e in msg.environment_variables),
-        output_paths=tuple(msg.output_paths),
+        output_paths=outputs,
         working_directory=msg.working_directory,
         platform=platform_from_proto(msg.platform),
     )
@@ -122,6 +122,7 @@ def action_from_proto(msg: re_pb.Action) -> Action:
     )
 
 
+# -- bytes --------------------------------------------------------------------------------------
 def encode_command(c: Command) -> bytes:
     return command_to_proto(c).SerializeToString(deterministic=True)
 
@@ -146,7 +147,38 @@ def decode_action(data: bytes) -> Action:
     return action_from_proto(_parse(re_pb.Action(), data, "Action"))
 
 
-_M = TypeVar("_M", re_pb.Command, re_pb.Directory, re_pb.Action)
+def encode_tree(root: Directory, children: Sequence[Directory]) -> bytes:
+    """A REAPI Tree: ``root`` then ``children`` in the order given (parents before children
+    makes it topologically sorted)."""
+    return re_pb.Tree(root=directory_to_proto(root),
+                      children=[directory_to_proto(c) for c in children]
+                      ).SerializeToString(deterministic=True)
+
+
+def tree_files(data: bytes, function: DigestFunction = BLAKE3) -> list[tuple[str, FileNode]]:
+    """Every file of an encoded Tree with its path below the tree's root, in path order.
+
+    Raises InvalidRequest for a Tree that names a directory it does not contain.
+    """
+    tree = _parse(re_pb.Tree(), data, "Tree")
+    by_digest = {digest_bytes(c.SerializeToString(deterministic=True), function):
+                 directory_from_proto(c) for c in tree.children}
+    out: list[tuple[str, FileNode]] = []
+    pending = [("", directory_from_proto(tree.root))]
+    while pending:
+        prefix, directory = pending.pop()
+        out += [(posixpath.join(prefix, f.name), f) for f in directory.files]
+        for node in directory.directories:
+            child = by_digest.get(node.digest)
+            if child is None:
+                raise InvalidRequest(f"Tree lacks its directory {node.digest} ({node.name})")
+            if len(out) + len(pending) > 1_000_000:
+                raise InvalidRequest("Tree too large")
+            pending.append((posixpath.join(prefix, node.name), child))
+    return sorted(out, key=lambda item: item[0])
+
+
+_M = TypeVar("_M", re_pb.Command, re_pb.Directory, re_pb.Action, re_pb.Tree)
 
 
 def _parse(msg: _M, data: bytes, what: str) -> _M:
@@ -157,56 +189,6 @@ def _parse(msg: _M, data: bytes, what: str) -> _M:
     return msg
 
 
-def blob_of(encoded: bytes) -> tuple[Digest, bytes]:
-    return digest_bytes(encoded), encoded
-
-
-# -- results ------------------------------------------------------------------------------------
-def _ts(t: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(t * 1e9))
-    return ts
-
-
-def metadata_to_proto(m: ExecutionMetadata) -> re_pb.ExecutedActionMetadata:
-    return re_pb.ExecutedActionMetadata(
-        worker=m.worker, queued_timestamp=_ts(m.queued_at),
-        worker_start_timestamp=_ts(m.started_at),
-        worker_completed_timestamp=_ts(m.completed_at), executor=m.executor,
-        toolchain=m.toolchain, fuel_consumed=m.fuel_consumed,
-    )
-
-
-def metadata_from_proto(msg: re_pb.ExecutedActionMetadata) -> ExecutionMetadata:
-    return ExecutionMetadata(
-        worker=msg.worker, executor=msg.executor,
-        queued_at=msg.queued_timestamp.ToNanoseconds() / 1e9,
-        started_at=msg.worker_start_timestamp.ToNanoseconds() / 1e9,
-        completed_at=msg.worker_completed_timestamp.ToNanoseconds() / 1e9,
-        toolchain=msg.toolchain, fuel_consumed=msg.fuel_consumed,
-    )
-
-
-def result_to_proto(r: ActionResult) -> re_pb.ActionResult:
-    msg = re_pb.ActionResult(
-        output_files=[re_pb.OutputFile(path=o.path, digest=digest_to_proto(o.digest),
-                                       is_executable=o.is_executable)
-                      for o in r.output_files],
-        exit_code=r.exit_code, execution_metadata=metadata_to_proto(r.metadata),
-    )
-    if r.stdout_digest is not None:
-        msg.stdout_digest.CopyFrom(digest_to_proto(r.stdout_digest))
-    if r.stderr_digest is not None:
-        msg.stderr_digest.CopyFrom(digest_to_proto(r.stderr_digest))
-    return msg
-
-
-def result_from_proto(msg: re_pb.ActionResult) -> ActionResult:
-    return ActionResult(
-        output_files=tuple(OutputFile(o.path, digest_from_proto(o.digest), o.is_executable)
-                           for o in msg.output_files),
-        exit_code=msg.exit_code,
-        stdout_digest=optional_digest(msg.stdout_digest),
-        stderr_digest=optional_digest(msg.stderr_digest),
-        metadata=metadata_from_proto(msg.execution_metadata),
-    )
+def blob_of(encoded: bytes, function: DigestFunction = BLAKE3) -> tuple[Digest, bytes]:
+    """(digest, bytes) of an encoded message, ready to store."""
+    return digest_bytes(encoded, function), encoded
