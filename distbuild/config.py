@@ -6,6 +6,10 @@ Where settings come from, last wins:
   3. environment overrides: ``DISTBUILD_HOME`` (all local state), ``DISTBUILD_SCHEDULER``
      (``host:port``, sets ``scheduler.addr``), ``DISTBUILD_TOKEN`` (``auth.token``),
      ``DISTBUILD_CACHE_SIZE`` (``cache.max_size``), ``DISTBUILD_REMOTE`` (``remote.endpoint``).
+
+Every value is checked when the file is loaded (type, range, choices, that TLS files exist),
+and an error names the file, the section and the key. Each key's rule sits beside its default
+(``_key``); ``config.toml`` in the repository documents every key.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -34,54 +39,118 @@ def parse_size(value: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
-def default_home() -> Path:
+def default_home(env: Mapping[str, str] | None = None) -> Path:
     """``DISTBUILD_HOME`` or ``$XDG_CACHE_HOME/cargo-distbuild``."""
-    env = os.environ.get("DISTBUILD_HOME")
-    if env:
-        return Path(env).expanduser().absolute()
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    env = os.environ if env is None else env
+    home = env.get("DISTBUILD_HOME")
+    if home:
+        return Path(home).expanduser().absolute()
+    xdg = env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     return Path(xdg) / "cargo-distbuild"
+
+
+
+EXECUTION_MODES = ("embedded", "sandboxed", "direct")  # master.execution
+EXECUTORS = ("local", "docker", "wasm")  # worker.executor (a comma list), scheduler.executor
+
+Check = Callable[[Any], str]  # "" when the value is fine, else what is wrong with it
+
+
+def _key(default: Any, check: Check | None = None, size: bool = False) -> Any:
+    """A config field: its default, the rule its value must follow, and whether it is a size
+    (``"10 GiB"`` or a number of bytes)."""
+    return field(default=default, metadata={"check": check, "size": size})
+
+
+def _positive(v: float) -> str:
+    return "" if v > 0 else "must be greater than 0"
+
+
+def _non_negative(v: float) -> str:
+    return "" if v >= 0 else "must be 0 or more"
+
+
+def _fraction(v: float) -> str:
+    return "" if 0 < v <= 1 else "must be in (0, 1]"
+
+
+def _at_least_one(v: int) -> str:
+    return "" if v >= 1 else "must be at least 1"
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda v: "" if v in choices else f"must be one of {', '.join(choices)}"
+
+
+def _executor_list(v: str) -> str:
+    kinds = [k.strip() for k in v.split(",")]
+    bad = [k for k in kinds if k not in EXECUTORS]
+    return (f"names unknown executor(s) {', '.join(map(repr, bad))} (known: "
+            f"{', '.join(EXECUTORS)})") if bad else ""
+
+
+def _address(v: str) -> str:
+    """Empty, ``host:port`` or a gRPC target URI (``dns:///...``, ``unix:...``)."""
+    if not v or "://" in v or v.startswith("unix:"):
+        return ""
+    host, _, port = v.rpartition(":")
+    if host and port.isdigit() and 0 < int(port) < 65536:
+        return ""
+    return "must be host:port (e.g. 10.0.0.5:7000)"
+
+
+def _existing_file(v: str) -> str:
+    return "" if not v or os.path.isfile(os.path.expanduser(v)) else f"{v} does not exist"
+
+
+def _memory(v: str) -> str:
+    try:
+        return "" if parse_size(v) > 0 else "must be greater than 0"
+    except ConfigError:
+        return "must be a size such as '4g' or '512 MiB'"
 
 
 @dataclass(frozen=True)
 class CacheConfig:
-    max_size: int = 10 << 30  # local CAS cap; least recently used blobs go first
-    gc_target: float = 0.8  # after a gc the store holds at most this fraction of max_size
+    max_size: int = _key(10 << 30, _positive, size=True)  # local CAS cap; LRU blobs go first
+    gc_target: float = _key(0.8, _fraction)  # after a gc the store holds this much of max_size
 
 
 @dataclass(frozen=True)
 class MasterConfig:
-    jobs: int = 0  # concurrent local rustc processes; 0 = number of CPUs
-    idle_timeout: float = 3 * 3600.0  # daemon exits after this long without requests
-    request_timeout: float = 3600.0  # the shim falls back to plain rustc after this
+    jobs: int = _key(0, _non_negative)  # concurrent local rustc processes; 0 = number of CPUs
+    idle_timeout: float = _key(3 * 3600.0, _positive)  # the daemon exits after this long idle
+    request_timeout: float = _key(3600.0, _positive)  # the shim runs rustc itself after this
     # Without a scheduler, misses run on an in-process scheduler + local worker ("embedded",
     # the same path as a cluster build) or straight in place ("direct": keeps rustc's
     # incremental state for workspace members, no sandbox).
-    execution: str = "embedded"
+    execution: str = _key("embedded", _one_of(*EXECUTION_MODES))
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    addr: str = ""  # host:port of a remote scheduler; empty = embedded (local) execution
-    heartbeat_interval: float = 2.0
-    heartbeat_timeout: float = 10.0  # a worker silent this long is declared lost
-    max_attempts: int = 3  # infrastructure retries per job (never for compile errors)
-    job_timeout: float = 1800.0
-    executor: str = "local"  # executor remote jobs ask for; "docker" ships the client's toolchain
+    addr: str = _key("", _address)  # host:port of a remote scheduler; "" = embedded execution
+    heartbeat_interval: float = _key(2.0, _positive)
+    heartbeat_timeout: float = _key(10.0, _positive)  # a worker silent this long is lost
+    max_attempts: int = _key(3, _at_least_one)  # runs per job (retries only for infrastructure)
+    job_timeout: float = _key(1800.0, _positive)
+    # The executor remote jobs ask for; "docker" ships the client's toolchain.
+    executor: str = _key("local", _one_of(*EXECUTORS))
+    # A scheduler (or its CAS) that answers nothing for this long, a call in flight or an idle
+    # connection alike, is given up on: the compile runs locally and counts a fallback.
+    unresponsive_timeout: float = _key(5.0, _positive)
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    capacity: int = 0  # concurrent jobs; 0 = number of CPUs
-    executor: str = "local"  # local | docker | wasm
-    cache_max_size: int = 5 << 30
-    memory_limit: str = "4g"  # docker/wasm memory cap per action
-    cpu_limit: float = 0.0  # docker CPUs per action; 0 = unlimited
-    pids_limit: int = 512
-    wasm_fuel: int = 100_000_000_000  # wasm instructions per action unless the action says less
-
-
-REMOTE_DIGEST_FUNCTIONS = ("auto", "blake3", "sha256")
+    capacity: int = _key(0, _non_negative)  # concurrent jobs; 0 = number of CPUs
+    executor: str = _key("local", _executor_list)  # local | docker | wasm, or a comma list
+    cache_max_size: int = _key(5 << 30, _positive, size=True)
+    memory_limit: str = _key("4g", _memory)  # docker/wasm memory cap per action
+    cpu_limit: float = _key(0.0, _non_negative)  # docker CPUs per action; 0 = unlimited
+    pids_limit: int = _key(512, _non_negative)  # docker processes per action; 0 = unlimited
+    # Wasm instructions per action unless the action asks for less.
+    wasm_fuel: int = _key(100_000_000_000, _positive)
 
 
 @dataclass(frozen=True)
@@ -89,19 +158,19 @@ class RemoteConfig:
     """An existing REAPI farm (BuildGrid, Buildbarn, NativeLink, BuildBuddy) that runs the
     master's misses (docs/reapi.md)."""
 
-    endpoint: str = ""  # host:port of the farm's Execution/CAS services; "" = no farm
+    # host:port of the farm's Execution/CAS services; "" = no farm
+    endpoint: str = _key("", _address)
     instance: str = ""  # the farm's instance name
     # auto: BLAKE3 when the farm offers it, else SHA-256 (Capabilities decides)
-    digest_function: str = "auto"
+    digest_function: str = _key("auto", _one_of("auto", "blake3", "sha256"))
 
 
 @dataclass(frozen=True)
 class AuthConfig:
     token: str = ""  # shared secret sent as gRPC metadata; empty = no auth
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_ca: str = ""
-
+    tls_cert: str = _key("", _existing_file)  # PEM: serve TLS with cert + key
+    tls_key: str = _key("", _existing_file)
+    tls_ca: str = _key("", _existing_file)  # PEM: verify servers against this CA
 
 @dataclass(frozen=True)
 class Config:
@@ -122,67 +191,104 @@ class Config:
         return self.home / "master.sock"
 
 
-_SIZE_KEYS = {"max_size", "cache_max_size"}
+SECTIONS: dict[str, type] = {"cache": CacheConfig, "master": MasterConfig,
+                             "scheduler": SchedulerConfig, "worker": WorkerConfig,
+                             "auth": AuthConfig, "remote": RemoteConfig}
 
 
-def _section(cls: type, data: dict[str, Any], where: str) -> Any:
+def _value(f: Any, value: Any, where: str) -> Any:
+    """``value`` for field ``f``, converted and checked; ConfigError naming ``where``."""
+    default = f.default
+    if f.metadata.get("size") and isinstance(value, str):
+        try:
+            value = parse_size(value)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    # bool is an int to Python, never to us: `max_size = true` is not one byte.
+    if isinstance(value, bool) != isinstance(default, bool) or not isinstance(
+            value, type(default)):
+        kind = "a size" if f.metadata.get("size") else {
+            int: "an integer", float: "a number", str: "a string", bool: "true or false",
+        }.get(type(default), type(default).__name__)
+        raise ConfigError(f"{where} must be {kind}, not {value!r}")
+    check = f.metadata.get("check")
+    problem = check(value) if check else ""
+    if problem:
+        raise ConfigError(f"{where} {problem} (got {value!r})")
+    return value
+
+
+def _section(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table ([section] with keys), not {data!r}")
     known = {f.name: f for f in fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
-        if key in _SIZE_KEYS:
-            value = parse_size(value)
-        default = known[key].default
-        if isinstance(default, float) and isinstance(value, int):
-            value = float(value)
-        if not isinstance(value, type(default)):
-            raise ConfigError(
-                f"{where}: {key} must be {type(default).__name__}, got {value!r}"
-            )
-        kwargs[key] = value
+        kwargs[key] = _value(known[key], value, f"{where} {key}")
+    if cls is AuthConfig and bool(kwargs.get("tls_cert")) != bool(kwargs.get("tls_key")):
+        raise ConfigError(f"{where}: tls_cert and tls_key go together (set both or neither)")
     return cls(**kwargs)
 
 
-def config_path(home: Path) -> Path:
-    env = os.environ.get("DISTBUILD_CONFIG")
-    return Path(env).expanduser() if env else home / "config.toml"
+# Environment variables that override a key: (variable, section, key).
+OVERRIDES = (("DISTBUILD_SCHEDULER", "scheduler", "addr"), ("DISTBUILD_TOKEN", "auth", "token"),
+             ("DISTBUILD_CACHE_SIZE", "cache", "max_size"),
+             ("DISTBUILD_REMOTE", "remote", "endpoint"))
 
 
-def load_config() -> Config:
-    """Load the effective configuration (defaults, file, environment)."""
-    home = default_home()
-    path = config_path(home)
+def config_path(home: Path, env: Mapping[str, str] | None = None, cwd: str = "") -> Path:
+    """The config file ``env`` names (``DISTBUILD_CONFIG``, relative to ``cwd``), else
+    ``<home>/config.toml``."""
+    named = (os.environ if env is None else env).get("DISTBUILD_CONFIG")
+    if not named:
+        return home / "config.toml"
+    path = Path(named).expanduser()
+    return path if path.is_absolute() else Path(cwd or os.getcwd()) / path
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); TOML files are UTF-8") from e
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def load_config(env: Mapping[str, str] | None = None, cwd: str = "",
+                home: Path | None = None) -> Config:
+    """Load the effective configuration (defaults, file, environment overrides).
+
+    ``env`` and ``cwd`` default to this process's; the master passes a request's (a shim's
+    environment names the configuration its build wants). ``home`` overrides
+    ``DISTBUILD_HOME``.
+    """
+    env = os.environ if env is None else env
+    home = home or default_home(env)
+    path = config_path(home, env, cwd)
     data: dict[str, Any] = {}
     if path.is_file():
-        try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"{path}: {e}") from e
-    elif "DISTBUILD_CONFIG" in os.environ:
+        data = _read(path)
+    elif env.get("DISTBUILD_CONFIG"):
         raise ConfigError(f"DISTBUILD_CONFIG names {path}, which does not exist")
-    sections = {"cache": CacheConfig, "master": MasterConfig, "scheduler": SchedulerConfig,
-                "worker": WorkerConfig, "auth": AuthConfig, "remote": RemoteConfig}
-    unknown = set(data) - set(sections)
+    unknown = set(data) - set(SECTIONS)
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
+        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)} "
+                          f"(known: {', '.join(SECTIONS)})")
     parts = {name: _section(cls, data.get(name, {}), f"{path} [{name}]")
-             for name, cls in sections.items()}
+             for name, cls in SECTIONS.items()}
     cfg = Config(home=home, **parts)
-    env = os.environ
-    if env.get("DISTBUILD_SCHEDULER") is not None:
-        cfg = replace(cfg, scheduler=replace(cfg.scheduler, addr=env["DISTBUILD_SCHEDULER"]))
-    if env.get("DISTBUILD_TOKEN"):
-        cfg = replace(cfg, auth=replace(cfg.auth, token=env["DISTBUILD_TOKEN"]))
-    if env.get("DISTBUILD_CACHE_SIZE"):
-        size = parse_size(env["DISTBUILD_CACHE_SIZE"])
-        cfg = replace(cfg, cache=replace(cfg.cache, max_size=size))
-    if env.get("DISTBUILD_REMOTE") is not None:
-        cfg = replace(cfg, remote=replace(cfg.remote, endpoint=env["DISTBUILD_REMOTE"]))
-    if cfg.remote.digest_function not in REMOTE_DIGEST_FUNCTIONS:
-        raise ConfigError(f"remote.digest_function must be one of "
-                          f"{', '.join(REMOTE_DIGEST_FUNCTIONS)}, not "
-                          f"{cfg.remote.digest_function!r}")
+    for var, section, key in OVERRIDES:
+        value = env.get(var)
+        if value is None or (not value and var != "DISTBUILD_SCHEDULER"):
+            continue
+        part = getattr(cfg, section)
+        f = next(f for f in fields(part) if f.name == key)
+        cfg = replace(cfg, **{section: replace(part, **{key: _value(f, value, var)})})
     return cfg
 
 

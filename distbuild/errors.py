@@ -17,9 +17,12 @@
     │   ├── ExecutorUnavailable  e.g. no Docker engine, wasmtime missing
     │   ├── ActionTimeout      killed after its deadline
     │   ├── ActionCancelled
-    │   └── LimitExceeded      out of fuel, memory or output cap, not runnable: retrying cannot help
+    │   ├── LimitExceeded      out of fuel, memory or output cap, not runnable: retrying cannot help
+    │   └── LocalError         this machine's files refused (ENOSPC, EACCES...): not the cluster's
+    │                          fault, and no other attempt would fare better
     └── RemoteError            talking to a scheduler / worker / remote CAS failed
         ├── Unavailable        not reachable
+        │   ├── Unresponsive   reachable, or was, but answered nothing in time (frozen, black hole)
         │   └── NoSuitableWorker  no live worker matches the action's platform
         ├── AuthError          token missing or wrong
         ├── JobFailed          a remote job could not be run (infrastructure, after retries)
@@ -102,12 +105,22 @@ class LimitExceeded(ExecutionError):
     (an invalid module): another attempt or another worker would end the same way."""
 
 
+class LocalError(ExecutionError):
+    """An operation on this machine's own files failed (no space, no permission, ...): a local
+    problem, never retried as if the cluster had failed."""
+
+
 class RemoteError(DistbuildError):
     """A remote service failed."""
 
 
 class Unavailable(RemoteError):
     """The remote service could not be reached."""
+
+
+class Unresponsive(Unavailable):
+    """The remote service answered nothing within its time (a frozen process, a network black
+    hole): unlike a refused connection (a restart), waiting for it is not worth it."""
 
 
 class AuthError(RemoteError):

@@ -1,7 +1,9 @@
-"""Writing files atomically: a temp file beside the destination, renamed into place."""
+"""Writing files atomically (a temp file beside the destination, renamed into place), and
+copying between files inside the kernel."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -38,12 +40,44 @@ def write_atomic(dest: str | Path, chunks: Iterable[bytes], mode: int = 0o644) -
             out.write(chunk)
 
 
+# copy_file_range refuses these where a plain copy works: another filesystem (EXDEV: the
+# cache on a tmpfs or a second disk, a bind mount in a container), or a filesystem or kernel
+# that does not offer it.
+NO_COPY_RANGE = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+
+
 def copy_range(src_fd: int, dst: BinaryIO, size: int) -> None:
-    """Copy ``size`` bytes from the start of ``src_fd`` into ``dst`` inside the kernel."""
+    """Copy ``size`` bytes from the start of ``src_fd`` into ``dst`` inside the kernel.
+
+    ``copy_file_range`` where it works (it can share extents); across filesystems or where it
+    is not supported, ``sendfile``, still without the bytes passing through Python.
+    """
     dst.flush()
     offset = 0
     while offset < size:
-        n = os.copy_file_range(src_fd, dst.fileno(), size - offset, offset)
+        try:
+            n = os.copy_file_range(src_fd, dst.fileno(), size - offset, offset)
+        except OSError as e:
+            if e.errno not in NO_COPY_RANGE:
+                raise
+            _send_range(src_fd, dst.fileno(), offset, size)
+            return
+        if n == 0:
+            raise OSError(f"short copy: {offset} of {size} bytes")
+        offset += n
+
+
+def _send_range(src_fd: int, dst_fd: int, offset: int, size: int) -> None:
+    """Bytes ``offset..size`` of ``src_fd`` to ``dst_fd``'s position: sendfile, else read and
+    write."""
+    while offset < size:
+        try:
+            n = os.sendfile(dst_fd, src_fd, offset, size - offset)
+        except OSError as e:
+            if e.errno not in NO_COPY_RANGE:
+                raise
+            chunk = os.pread(src_fd, min(size - offset, 1 << 20), offset)
+            n = os.write(dst_fd, chunk) if chunk else 0
         if n == 0:
             raise OSError(f"short copy: {offset} of {size} bytes")
         offset += n

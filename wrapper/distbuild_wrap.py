@@ -25,6 +25,9 @@ except ImportError:  # pragma: no cover - non-CPython
 
 CONNECT_WAIT_S = 10.0  # how long to wait for an auto-started master (DISTBUILD_CONNECT_WAIT)
 CONNECT_POLL_S = 0.02
+# After a master failed to start (<home>/master.failed says why), shims run rustc at once for
+# this long instead of each paying for another failed start.
+RETRY_START_S = 30.0
 _ENV = posix.environ  # bytes -> bytes
 
 
@@ -58,15 +61,25 @@ def _exec_rustc(argv):
     posix._exit(127)
 
 
+def _build_id():
+    """``DISTBUILD_BUILD_ID`` if it is a plain name (it names a file), else ""."""
+    build = _getenv("DISTBUILD_BUILD_ID")
+    ok = 0 < len(build) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_") for c in build)
+    return build if ok else ""
+
+
 def _fallback(home, argv):
-    """Count the fallback (one byte appended to <home>/fallbacks) and run rustc."""
-    try:
-        flags = posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND
-        fd = posix.open(home + "/fallbacks", flags, 0o644)
-        posix.write(fd, b"f")
-        posix.close(fd)
-    except OSError:
-        pass
+    """Count the fallback (one byte appended to <home>/fallbacks, and within a build to
+    <home>/builds/<id>.fallbacks) and run rustc."""
+    build = _build_id()
+    files = [home + "/fallbacks"] + ([home + "/builds/" + build + ".fallbacks"] if build else [])
+    for path in files:
+        try:
+            fd = posix.open(path, posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND, 0o644)
+            posix.write(fd, b"f")
+            posix.close(fd)
+        except OSError:
+            pass
     _exec_rustc(argv)
 
 
@@ -90,14 +103,21 @@ def _makedirs(path):
 
 
 def _start_master(home):
-    """Start the daemon detached from Cargo (new session, no inherited descriptors)."""
+    """Start the daemon detached from Cargo (new session, no inherited descriptors); returns
+    its pid, so that a start that fails is noticed at once."""
     _makedirs(home)
+    build_vars = (b"CARGO_", b"RUSTC", b"OUT_DIR", b"RUST_", b"MAKEFLAGS", b"MFLAGS")
+    env = {k: v for k, v in _ENV.items() if not k.startswith(build_vars)}
+    # The daemon runs in "/": paths it is given must not be relative to our directory.
+    env[b"DISTBUILD_HOME"] = home.encode("utf-8", "surrogateescape")
+    config = env.get(b"DISTBUILD_CONFIG", b"")
+    if config and not config.startswith((b"/", b"~")):
+        env[b"DISTBUILD_CONFIG"] = posix.getcwdb() + b"/" + config
+    python = _getenv("DISTBUILD_PYTHON") or sys.executable
     pid = posix.fork()
     if pid == 0:
         try:
             posix.setsid()
-            if posix.fork() != 0:
-                posix._exit(0)
             flags = posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND
             log = posix.open(home + "/master.log", flags, 0o644)
             null = posix.open("/dev/null", posix.O_RDONLY)
@@ -106,13 +126,52 @@ def _start_master(home):
             posix.dup2(log, 2)
             posix.closerange(3, 65536)
             posix.chdir("/")
-            build_vars = (b"CARGO_", b"RUSTC", b"OUT_DIR", b"RUST_", b"MAKEFLAGS", b"MFLAGS")
-            env = {k: v for k, v in _ENV.items() if not k.startswith(build_vars)}
-            python = _getenv("DISTBUILD_PYTHON") or sys.executable
             posix.execve(python, [python, "-m", "distbuild.master.daemon"], env)
         finally:
             posix._exit(127)
-    posix.waitpid(pid, 0)
+    return pid
+
+
+def _failed_recently(home):
+    import time  # only without a master: the hit path never gets here
+
+    try:
+        return time.time() - posix.stat(home + "/master.failed").st_mtime < RETRY_START_S
+    except OSError:
+        return False
+
+
+def _mark_failed(home):
+    """Note that starting a master failed (the master itself writes why when it can)."""
+    path = home + "/master.failed"
+    try:
+        fd = posix.open(path, posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND, 0o644)
+        if posix.fstat(fd).st_size == 0:
+            posix.write(fd, b"the master did not come up; see master.log\n")
+        posix.close(fd)
+        posix.utime(path)
+    except OSError:
+        pass
+
+
+def _wait_for_master(home, sock_path, pid):
+    """Connect to the master just started as ``pid``; None when it failed to start."""
+    waited = 0.0
+    limit = float(_getenv("DISTBUILD_CONNECT_WAIT", str(CONNECT_WAIT_S)))
+    while waited < limit:
+        _sleep(CONNECT_POLL_S)
+        waited += CONNECT_POLL_S
+        s = _connect(sock_path)
+        if s is not None:
+            return s
+        if pid:
+            done, status = posix.waitpid(pid, posix.WNOHANG)
+            if done:
+                if status != 0:
+                    break  # it could not start: do not wait out the limit
+                pid = 0  # another master holds the lock: it will answer
+    _mark_failed(home)
+    return None
 
 
 def _recv_exact(s, n):
@@ -156,16 +215,13 @@ def main():
     sock_path = home + "/master.sock"
     s = _connect(sock_path)
     if s is None:
+        if _failed_recently(home):
+            _fallback(home, argv)
         try:
-            _start_master(home)
+            pid = _start_master(home)
         except OSError:
             _fallback(home, argv)
-        waited = 0.0
-        limit = float(_getenv("DISTBUILD_CONNECT_WAIT", str(CONNECT_WAIT_S)))
-        while s is None and waited < limit:
-            _sleep(CONNECT_POLL_S)
-            waited += CONNECT_POLL_S
-            s = _connect(sock_path)
+        s = _wait_for_master(home, sock_path, pid)
         if s is None:
             _fallback(home, argv)
     try:

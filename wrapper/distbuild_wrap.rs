@@ -19,12 +19,15 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::{self, Command, Stdio};
+use std::process::{self, Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 const PYTHON: &str = env!("DISTBUILD_PYTHON");
 const CONNECT_WAIT_S: f64 = 10.0; // how long to wait for an auto-started master
+// After a master failed to start (<home>/master.failed says why), shims run rustc at once for
+// this long instead of each paying for another failed start.
+const RETRY_START: Duration = Duration::from_secs(30);
 const CONNECT_POLL: Duration = Duration::from_millis(20);
 const REQUEST_MAGIC: &[u8] = b"DBW1";
 const REPLY_MAGIC: &[u8] = b"DBR1";
@@ -63,17 +66,30 @@ fn exec_rustc(argv: &[OsString]) -> ! {
     process::exit(127)
 }
 
-/// Count the fallback (one byte appended to <home>/fallbacks) and run rustc.
+/// `DISTBUILD_BUILD_ID` if it is a plain name (it names a file).
+fn build_id() -> Option<String> {
+    var("DISTBUILD_BUILD_ID").filter(|b| {
+        b.len() <= 64 && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    })
+}
+
+/// Count the fallback (one byte appended to <home>/fallbacks, and within a build to
+/// <home>/builds/<id>.fallbacks) and run rustc.
 fn fallback(home: &str, argv: &[OsString]) -> ! {
-    let file = OpenOptions::new().append(true).create(true).open(format!("{home}/fallbacks"));
-    if let Ok(mut f) = file {
-        let _ = f.write_all(b"f");
+    let mut files = vec![format!("{home}/fallbacks")];
+    if let Some(build) = build_id() {
+        files.push(format!("{home}/builds/{build}.fallbacks"));
+    }
+    for path in files {
+        if let Ok(mut f) = OpenOptions::new().append(true).create(true).open(path) {
+            let _ = f.write_all(b"f");
+        }
     }
     exec_rustc(argv)
 }
 
 /// Start the daemon detached from Cargo: its own session, no inherited descriptors.
-fn start_master(home: &str) -> io::Result<()> {
+fn start_master(home: &str) -> io::Result<Child> {
     fs::create_dir_all(home)?;
     let log = OpenOptions::new().append(true).create(true).open(format!("{home}/master.log"))?;
     let python = var("DISTBUILD_PYTHON").unwrap_or_else(|| PYTHON.to_string());
@@ -83,6 +99,14 @@ fn start_master(home: &str) -> io::Result<()> {
         let key = k.to_string_lossy();
         if !BUILD_VARS.iter().any(|p| key.starts_with(p)) {
             cmd.env(k, v);
+        }
+    }
+    // The daemon runs in "/": paths it is given must not be relative to our directory.
+    cmd.env("DISTBUILD_HOME", home);
+    if let Some(config) = var("DISTBUILD_CONFIG") {
+        if !config.starts_with('/') && !config.starts_with('~') {
+            let cwd = env::current_dir()?;
+            cmd.env("DISTBUILD_CONFIG", cwd.join(config));
         }
     }
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
@@ -97,7 +121,25 @@ fn start_master(home: &str) -> io::Result<()> {
             Ok(())
         });
     }
-    cmd.spawn().map(drop)
+    cmd.spawn()
+}
+
+fn failed_recently(home: &str) -> bool {
+    fs::metadata(format!("{home}/master.failed"))
+        .and_then(|m| m.modified())
+        .map(|t| t.elapsed().map_or(true, |age| age < RETRY_START))
+        .unwrap_or(false)
+}
+
+/// Note that starting a master failed (the master itself writes why when it can).
+fn mark_failed(home: &str) {
+    let path = format!("{home}/master.failed");
+    if let Ok(mut f) = OpenOptions::new().append(true).create(true).open(&path) {
+        if f.metadata().map(|m| m.len() == 0).unwrap_or(false) {
+            let _ = f.write_all(b"the master did not come up; see master.log\n");
+        }
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
 }
 
 fn connect_or_start(home: &str) -> Option<UnixStream> {
@@ -105,7 +147,10 @@ fn connect_or_start(home: &str) -> Option<UnixStream> {
     if let Ok(s) = UnixStream::connect(&sock) {
         return Some(s);
     }
-    start_master(home).ok()?;
+    if failed_recently(home) {
+        return None;
+    }
+    let mut child = Some(start_master(home).ok()?);
     let wait = var("DISTBUILD_CONNECT_WAIT").and_then(|v| v.parse().ok()).unwrap_or(CONNECT_WAIT_S);
     let deadline = Instant::now() + Duration::from_secs_f64(wait);
     while Instant::now() < deadline {
@@ -113,7 +158,14 @@ fn connect_or_start(home: &str) -> Option<UnixStream> {
         if let Ok(s) = UnixStream::connect(&sock) {
             return Some(s);
         }
+        if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
+            if !status.success() {
+                break; // it could not start: do not wait out the limit
+            }
+            child = None; // another master holds the lock: it will answer
+        }
     }
+    mark_failed(home);
     None
 }
 

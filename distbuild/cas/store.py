@@ -18,13 +18,15 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from distbuild.cas.digest import BLAKE3, CHUNK, Digest, DigestFunction, digest_bytes
-from distbuild.errors import BlobNotFound, CorruptBlob
+from distbuild.errors import BlobNotFound, CorruptBlob, InvalidDigest
 from distbuild.fsutil import atomic_file, copy_range
+from distbuild.spawnlock import SPAWN_LOCK
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +184,11 @@ class LocalCAS:
             pass
         return CorruptBlob(f"blob {digest} was corrupt ({why}) and has been removed")
 
-    def open_verified(self, digest: Digest) -> Iterator[bytes]:
+    def open_verified(self, digest: Digest, touch: bool = True) -> Iterator[bytes]:
         """Yield a blob's chunks; raises CorruptBlob at the end if the bytes do not match.
 
-        Callers must not commit what they read until the iterator is exhausted.
+        Callers must not commit what they read until the iterator is exhausted. ``touch``
+        marks the blob used (its mtime drives LRU eviction); checking it is not a use.
         """
         path = self.path_of(digest)
         try:
@@ -200,10 +203,11 @@ class LocalCAS:
                 yield chunk
         if size != digest.size or hasher.hexdigest() != digest.hash:
             raise self._corrupt(digest, f"read {size} bytes hashing to {hasher.hexdigest()[:16]}")
-        try:
-            os.utime(path)
-        except OSError:
-            pass
+        if touch:
+            try:
+                os.utime(path)
+            except OSError:
+                pass
 
     def get_bytes(self, digest: Digest) -> bytes:
         """A whole blob, verified."""
@@ -229,7 +233,9 @@ class LocalCAS:
                     hasher.update(view)
             if size != digest.size or hasher.hexdigest() != digest.hash:
                 raise self._corrupt(digest, f"{size} bytes hashing to {hasher.hexdigest()[:16]}")
-            with atomic_file(dest, mode) as out:
+            # An executable must not be open for writing while a child starts (spawnlock.py).
+            guard = SPAWN_LOCK.writing_executable() if mode & 0o111 else nullcontext()
+            with guard, atomic_file(dest, mode) as out:
                 copy_range(src, out, size)
         finally:
             os.close(src)
@@ -240,16 +246,29 @@ class LocalCAS:
 
     # -- maintenance -----------------------------------------------------------------------
     def list(self) -> Iterator[BlobInfo]:
-        """Every blob with its last-use time (unordered)."""
+        """Every blob with its last-use time (unordered).
+
+        Anything else under ``blobs/`` (a stray file or directory, not named by its hash) is
+        skipped with a warning: it must not stop a listing, a verify or a gc.
+        """
         for shard in self._blobs.iterdir():
             if not shard.is_dir():
+                log.warning("skipping %s: not a blob shard directory", shard)
                 continue
             for entry in os.scandir(shard):
                 try:
-                    st = entry.stat()
-                    yield BlobInfo(Digest(entry.name, st.st_size), st.st_mtime)
-                except (OSError, ValueError):
+                    if not entry.is_file(follow_symlinks=False):
+                        raise InvalidDigest("not a regular file")
+                    st = entry.stat(follow_symlinks=False)
+                    digest = Digest(entry.name, st.st_size)
+                    if digest.hash[:2] != shard.name:
+                        raise InvalidDigest(f"belongs in shard {digest.hash[:2]}")
+                except InvalidDigest as e:
+                    log.warning("skipping %s: not a blob (%s)", entry.path, e)
                     continue
+                except OSError:
+                    continue  # removed meanwhile
+                yield BlobInfo(digest, st.st_mtime)
 
     def total_size(self) -> int:
         return sum(b.digest.size for b in self.list())
@@ -286,12 +305,13 @@ class LocalCAS:
                 pass
 
     def verify(self) -> VerifyReport:
-        """Re-hash every blob; corrupt ones are removed and listed."""
+        """Re-hash every blob; corrupt ones are removed and listed. Least-recently-used order
+        is left as it was (checking a blob is not using it)."""
         report = VerifyReport()
         for blob in list(self.list()):
             report.checked += 1
             try:
-                for _ in self.open_verified(blob.digest):
+                for _ in self.open_verified(blob.digest, touch=False):
                     pass
             except CorruptBlob:
                 report.corrupt.append(str(blob.digest))

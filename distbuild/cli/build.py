@@ -1,7 +1,12 @@
-"""``cargo-distbuild build|check|test [--workspace-only] [CARGO ARGS...]``.
+"""``cargo-distbuild build|check|test [--workspace-only] [--no-summary] [CARGO ARGS...]``.
 
 Runs Cargo with the shim as RUSTC_WRAPPER (or RUSTC_WORKSPACE_WRAPPER with
 ``--workspace-only``), then prints what the cache did during this build.
+
+Our own options are taken only when spelled exactly, before any ``--``; every other argument
+reaches Cargo untouched and in order (argparse would take ``--workspace`` as an abbreviation
+of ``--workspace-only``, and reorder or drop ``--``), so ``split_cargo_args`` sorts them before
+argparse sees the command.
 """
 
 from __future__ import annotations
@@ -11,18 +16,37 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from typing import Any
 
 from rich.table import Table
 
 from distbuild.cli.render import err_console
-from distbuild.config import load_config
+from distbuild.config import config_path, load_config
 from distbuild.errors import Unavailable
 from distbuild.master import client
 from distbuild.master.shim import install_shim
+from distbuild.master.stats import BUILD_ID_VAR, empty_counters, with_shim_fallbacks
 from distbuild.rustc.paths import c_prefix_map_flags, default_cargo_home
 
 CARGO_COMMANDS = ("build", "check", "test")
+OWN_OPTIONS = frozenset({"--workspace-only", "--no-summary", "-h", "--help"})
+
+
+def split_cargo_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """(our options, Cargo's arguments) of what follows ``build|check|test``.
+
+    Ours are the exact spellings in ``OWN_OPTIONS`` before a ``--``; everything else, ``--``
+    and all after it included, is Cargo's, in its original order.
+    """
+    ours: list[str] = []
+    cargo: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            cargo.extend(args[i:])
+            break
+        (ours if arg in OWN_OPTIONS else cargo).append(arg)
+    return ours, cargo
 
 
 def register(sub: Any) -> None:
@@ -30,12 +54,14 @@ def register(sub: Any) -> None:
         p = sub.add_parser(
             name, help=f"cargo {name} through the cache (extra arguments go to cargo)",
             description=f"Run `cargo {name} ARGS...` with every rustc invocation going through "
-            "cargo-distbuild, then print a summary. Unknown options are passed to cargo.",
+            "cargo-distbuild, then print a summary. Every argument but the options below "
+            "(spelled exactly, before any --) is passed to cargo unchanged.",
+            allow_abbrev=False,
         )
         p.add_argument("--workspace-only", action="store_true",
                        help="wrap only workspace members (RUSTC_WORKSPACE_WRAPPER)")
         p.add_argument("--no-summary", action="store_true", help="do not print the summary")
-        p.set_defaults(func=cmd_cargo, cargo_command=name, accepts_extra=True)
+        p.set_defaults(func=cmd_cargo, cargo_command=name)
 
 
 def cmd_cargo(args: argparse.Namespace) -> int:
@@ -45,22 +71,34 @@ def cmd_cargo(args: argparse.Namespace) -> int:
     metadata = start_metadata(env)  # runs while the master starts
     try:
         client.ensure_running(cfg)
-        before = client.stats(cfg)
     except Unavailable as e:
         err_console.print(f"[yellow]warning:[/yellow] {e}; every rustc falls back to itself")
-        before = None
     add_c_prefix_maps(env, metadata)
     var = "RUSTC_WORKSPACE_WRAPPER" if args.workspace_only else "RUSTC_WRAPPER"
     env[var] = str(shim)
     env["DISTBUILD_HOME"] = str(cfg.home)
+    if env.get("DISTBUILD_CONFIG"):  # rustc runs in many directories: never relative
+        env["DISTBUILD_CONFIG"] = str(config_path(cfg.home))
+    # The shim reads no config file (it must start fast): hand it master.request_timeout.
+    env.setdefault("DISTBUILD_REQUEST_TIMEOUT", str(cfg.master.request_timeout))
+    # Every request of this build carries its id, so the summary counts this build's
+    # compilations only, however many builds share the master (distbuild/master/stats.py).
+    build_id = uuid.uuid4().hex
+    env[BUILD_ID_VAR] = build_id
+    shim_fallbacks = cfg.home / "builds" / f"{build_id}.fallbacks"
+    shim_fallbacks.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    code = subprocess.call(["cargo", args.cargo_command, *args.extra], env=env)
-    elapsed = time.monotonic() - start
-    if before is not None and not args.no_summary:
-        try:
-            print_summary(before, client.stats(cfg), elapsed)
-        except Unavailable:
-            pass
+    try:
+        code = subprocess.call(["cargo", args.cargo_command, *args.extra], env=env)
+        elapsed = time.monotonic() - start
+        if not args.no_summary:
+            try:
+                counters = client.build_stats(cfg, build_id)
+            except Unavailable:  # no master: only the shim's fallbacks are known
+                counters = with_shim_fallbacks(empty_counters(), shim_fallbacks)
+            print_summary(counters, elapsed)
+    finally:
+        shim_fallbacks.unlink(missing_ok=True)
     return code
 
 
@@ -99,20 +137,8 @@ def add_c_prefix_maps(env: dict[str, str], metadata: subprocess.Popen[bytes] | N
         env[var] = f"{env[var]} {flags}" if env.get(var) else flags
 
 
-def _delta(before: dict[str, Any], after: dict[str, Any], key: str) -> int:
-    return int(after.get(key, 0)) - int(before.get(key, 0))
-
-
-def print_summary(before: dict[str, Any], after: dict[str, Any], elapsed: float) -> None:
-    d = {k: _delta(before, after, k) for k in (
-        "compile_requests", "cache_hits", "cache_misses", "executed_local", "executed_remote",
-        "fallbacks")}
-    not_cacheable = {
-        reason: n - before.get("not_cacheable", {}).get(reason, 0)
-        for reason, n in after.get("not_cacheable", {}).items()
-        if n - before.get("not_cacheable", {}).get(reason, 0)
-    }
-    saved = float(after.get("time_saved_s", 0.0)) - float(before.get("time_saved_s", 0.0))
+def print_summary(d: dict[str, Any], elapsed: float) -> None:
+    """What the cache did for one build (``d``: that build's counters)."""
     table = Table(title=f"cargo-distbuild: {elapsed:.1f} s", title_justify="left",
                   show_header=False, box=None)
     table.add_column(style="bold")
@@ -125,7 +151,9 @@ def print_summary(before: dict[str, Any], after: dict[str, Any], elapsed: float)
     table.add_row("cache misses", str(d["cache_misses"]))
     table.add_row("executed locally / remotely", f"{d['executed_local']} / {d['executed_remote']}")
     table.add_row("fallbacks", f"[yellow]{d['fallbacks']}[/yellow]" if d["fallbacks"] else "0")
-    for reason, n in sorted(not_cacheable.items()):
-        table.add_row(f"not cacheable ({reason})", str(n))
-    table.add_row("time saved", f"{saved:.1f} s")
+    for title, table_name in (("fallback", "fallback_reasons"), ("not cacheable", "not_cacheable"),
+                              ("not stored", "not_stored")):
+        for reason, n in sorted(d.get(table_name, {}).items()):
+            table.add_row(f"{title} ({reason})", str(n))
+    table.add_row("time saved", f"{float(d['time_saved_s']):.1f} s")
     err_console.print(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from distbuild.cli.render import console, print_json
@@ -34,11 +35,28 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Whether a master runs, and how it serves builds: each configuration it has loaded
+    (mode, scheduler, config file), and whether this shell's is among them."""
+    from distbuild.master.configs import describe, identity
+
     cfg = load_config()
-    pid = client.ping(cfg)
+    status = client.status(cfg)
+    mine = identity(cfg.home, os.environ, os.getcwd())
+    configs = status["configs"] if status else []
     if args.json:
-        print_json({"running": pid is not None, "pid": pid, "socket": str(cfg.socket_path),
-                    "home": str(cfg.home)})
-    else:
-        console.print(f"master running (pid {pid})" if pid else "master not running")
-    return 0 if pid else 1
+        print_json({"running": status is not None, "pid": status["pid"] if status else None,
+                    "socket": str(cfg.socket_path), "home": str(cfg.home),
+                    "configs": configs, "this_shell": {"identity": mine, **describe(cfg)}})
+        return 0 if status else 1
+    if status is None:
+        console.print("master not running")
+        return 1
+    console.print(f"master running (pid {status['pid']}) on {cfg.socket_path}")
+    for c in configs:
+        here = " [bold](this shell's)[/bold]" if c["identity"] == mine else ""
+        console.print(f"  execution {c['execution']}, scheduler {c['scheduler']}; config "
+                      f"{c['config_file']} ({c['identity']}){here}")
+    if all(c["identity"] != mine for c in configs):
+        console.print(f"  this shell's configuration ({describe(cfg)['execution']}) is loaded "
+                      "by its first compile")
+    return 0

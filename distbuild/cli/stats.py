@@ -48,6 +48,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
                                    "executed_local", "executed_remote", "fallbacks",
                                    "passthrough", "corrupt_blobs")]
     rows.append(("time_saved_s", f"{data['time_saved_s']:.1f}"))
-    rows += [(f"not cacheable: {k}", v) for k, v in sorted(data["not_cacheable"].items())]
+    for title, table in (("fallback", "fallback_reasons"), ("not cacheable", "not_cacheable"),
+                         ("not stored", "not_stored")):
+        rows += [(f"{title}: {k}", v) for k, v in sorted(data.get(table, {}).items())]
     print_table(f"cargo-distbuild statistics ({cfg.home})", ["counter", "value"], rows)
     return 0

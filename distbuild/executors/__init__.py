@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from distbuild.cas.store import BlobStore
+from distbuild.config import EXECUTORS as KINDS
 from distbuild.config import Config
 from distbuild.errors import ExecutorUnavailable
 from distbuild.executors.base import ExecOutcome, ExecSpec, Executor
-
-KINDS = ("local", "docker", "wasm")
 
 
 def make_executor(kind: str, cfg: Config, store: BlobStore) -> Executor:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from distbuild.executors.base import ExecOutcome, ExecSpec
 from distbuild.sandbox import resolve_inside
+from distbuild.spawnlock import SPAWN_LOCK
 
 _POLL_S = 0.05
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -29,10 +30,11 @@ class LocalExecutor:
         env = dict(spec.env)
         env.setdefault("PATH", DEFAULT_PATH)
         start = time.monotonic()
-        proc = subprocess.Popen(
-            list(spec.argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )
+        with SPAWN_LOCK.spawning():  # see distbuild/spawnlock.py
+            proc = subprocess.Popen(
+                list(spec.argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            )
         out: list[bytes] = []
         err: list[bytes] = []
         readers = [

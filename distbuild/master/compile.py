@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -15,12 +17,12 @@ from distbuild.actions import ActionResult, ExecutionMetadata, OutputFile
 from distbuild.cas.action_cache import ActionCache
 from distbuild.cas.digest import Digest
 from distbuild.cas.store import LocalCAS
-from distbuild.errors import BlobNotFound, CorruptBlob, RemoteError
+from distbuild.errors import BlobNotFound, CorruptBlob, DistbuildError, LocalError, RemoteError
 from distbuild.fsutil import write_atomic
 from distbuild.master.filehash import FileHasher
 from distbuild.master.manifests import load_manifests, record_manifest
 from distbuild.master.runner import CompileJob, CompileRun, CompileRunner, LocalRunner
-from distbuild.master.stats import Stats
+from distbuild.master.stats import BUILD_ID_VAR, Stats, Tally, valid_build_id
 from distbuild.rustc import args as rargs
 from distbuild.rustc.depinfo import parse_dep_info
 from distbuild.rustc.key import Manifest, direct_key, result_key
@@ -50,12 +52,28 @@ class CompileService:
         self.ac = ac
         self.runner = runner
         self.local = local
-        self.stats = stats
+        self.counters = stats
+        self._request = threading.local()
         self.toolchains = toolchains
         self.hasher = FileHasher()
 
+    @property
+    def stats(self) -> Tally:
+        """The current request's tally (one request per thread), committed to the shared
+        counters when it is answered: a request in flight, or cut short by a crash, counts
+        nothing (see ``stats.py``)."""
+        tally: Tally = self._request.tally
+        return tally
+
     # -- entry point -----------------------------------------------------------------------
     def handle(self, argv: list[str], cwd: str, env: dict[str, str]) -> Reply:
+        self._request.tally = Tally()
+        reply = self._handle(argv, cwd, env)
+        build_id = env.get(BUILD_ID_VAR, "")
+        self.counters.commit(self._request.tally, build_id if valid_build_id(build_id) else "")
+        return reply
+
+    def _handle(self, argv: list[str], cwd: str, env: dict[str, str]) -> Reply:
         classified = rargs.classify(argv, cwd)
         if isinstance(classified, rargs.Passthrough):
             self.stats.incr("passthrough")
@@ -178,26 +196,31 @@ class CompileService:
         self.stats.add_time("compile_time_s", completed - started)
         if run.exit_code != 0:
             return reply  # failed compilations are never cached
+        metadata = ExecutionMetadata(worker=run.worker, executor=run.where,
+                                     started_at=started, completed_at=completed,
+                                     toolchain=toolchain_id)
         try:
-            reason = self._record(comp, env, paths, dkey, dep_info, outputs, run,
-                                  ExecutionMetadata(worker=run.worker, executor=run.where,
-                                                    started_at=started, completed_at=completed,
-                                                    toolchain=toolchain_id))
+            reason = self._record(comp, env, paths, dkey, dep_info, outputs, run, metadata)
+        except (OSError, DistbuildError) as e:
+            # The compile succeeded: a cache that cannot store it (a full disk...) must not
+            # make the shim compile it a second time. Return it, uncached.
+            log.warning("compiled, but the result could not be stored: %s", e)
+            reason = "store-failed"
         finally:
             if extra_dep_info:
                 _unlink(extra_dep_info)
         if reason:
-            self.stats.not_cacheable(reason)
+            self.stats.not_stored(reason)
         return reply
 
     def _run(self, job: CompileJob) -> CompileRun:
         try:
             run = self.runner.run(job)
-        except RemoteError as e:
-            if self.local is None:
+        except (RemoteError, LocalError) as e:
+            if self.local is None or self.local is self.runner:
                 raise
             log.warning("remote execution failed, compiling locally: %s", e)
-            self.stats.incr("fallbacks")
+            self.stats.fallback(fallback_reason(e))
             run = self.local.run(job)
         self.stats.incr("executed_remote" if run.where == "remote" else "executed_local")
         return run
@@ -251,6 +274,13 @@ class CompileService:
 
     def _store_text(self, data: bytes, paths: PathMap) -> Digest | None:
         return self.cas.put_bytes(paths.normalize_bytes(data)) if data else None
+
+
+def fallback_reason(error: Exception) -> str:
+    """The stats name of why a miss was compiled locally: the error class in kebab case
+    (``unavailable``, ``no-suitable-worker``, ``job-failed``, ``incomplete-inputs``,
+    ``local-error``)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", type(error).__name__).lower()
 
 
 def _with_observed(comp: rargs.Compilation, predicted: list[str], since_ns: int) -> list[str]:

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from distbuild import spawnlock
 from distbuild.errors import RemoteError
 from distbuild.master.runner import CompileJob
 from distbuild.rustc.depinfo import parse_dep_info
@@ -85,8 +86,8 @@ def probe_inputs(job: CompileJob, args: list[str]) -> Inputs:
     with tempfile.TemporaryDirectory(prefix="distbuild-probe-") as tmp:
         dep = os.path.join(tmp, "probe.d")
         argv = [job.argv[0], *args, f"--emit=dep-info={dep}", "--out-dir", tmp]
-        proc = subprocess.run(argv, cwd=job.cwd, env=job.env, capture_output=True,
-                              stdin=subprocess.DEVNULL, timeout=600, check=False)
+        proc = spawnlock.run(argv, cwd=job.cwd, env=job.env, capture_output=True,
+                             stdin=subprocess.DEVNULL, timeout=600)
         # rustc writes dep-info before type checking: a crate with errors still has one,
         # and then compiles remotely to report them like a local run would.
         if not os.path.exists(dep):

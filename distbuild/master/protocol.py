@@ -1,8 +1,10 @@
 """The shim <-> master wire format over the Unix socket (mirrored in wrapper/distbuild_wrap.py).
 
 Request:  b"DBW1" + u32 length + payload, payload = NUL-joined fields:
-          kind, then for kind b"C" (compile): cwd, argc, argv..., env "NAME=value"...
-          kinds: C compile, S stats (JSON reply), Z zero stats, P ping, Q shut down.
+          kind, then for kind b"C" (compile): cwd, argc, argv..., env "NAME=value"...;
+          for kind b"B": the build id.
+          kinds: C compile, S stats (JSON reply), B one build's stats (JSON), Z zero stats,
+          P ping (JSON: pid, mode, config digest...), Q shut down.
 Reply:    b"DBR1" + u32 length + body, body = kind byte + data:
           b"X" exec rustc yourself; b"R" + i32 exit code + u64 stdout length + stdout + stderr;
           b"J" + JSON (stats, ping).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 REQUEST_MAGIC = b"DBW1"
 REPLY_MAGIC = b"DBR1"
@@ -25,6 +28,7 @@ class Request:
     cwd: str = ""
     argv: list[str] | None = None
     env: dict[str, str] | None = None
+    build_id: str = ""  # kind b"B"
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -52,6 +56,9 @@ def write_frame(sock: socket.socket, magic: bytes, payload: bytes) -> None:
 def decode_request(payload: bytes) -> Request:
     fields = payload.split(b"\0")
     kind = fields[0]
+    if kind == b"B":
+        return Request(kind, build_id=fields[1].decode("utf-8", "replace") if len(fields) > 1
+                       else "")
     if kind != b"C":
         return Request(kind)
     cwd = fields[1].decode("utf-8", "surrogateescape")
@@ -66,6 +73,8 @@ def decode_request(payload: bytes) -> Request:
 
 
 def encode_request(req: Request) -> bytes:
+    if req.kind == b"B":
+        return req.kind + b"\0" + req.build_id.encode()
     if req.kind != b"C":
         return req.kind
     argv = req.argv or []
@@ -86,3 +95,10 @@ def encode_result(exit_code: int, stdout: bytes, stderr: bytes) -> bytes:
 
 def encode_json(data: bytes) -> bytes:
     return b"J" + data
+
+
+def start_failure_file(home: Path) -> Path:
+    """Why the last master could not start (written by it, or by a shim that gave up waiting).
+    While it is recent (``RETRY_START_S`` in the shim) shims run rustc at once instead of each
+    paying for another failed start; a master that starts removes it."""
+    return home / "master.failed"

@@ -25,7 +25,8 @@ How a job becomes an Action:
     cache, keyed by what rustc really read, is the one that matters).
 
 Any cluster problem raises a ``RemoteError`` (``Unavailable``, ``NoSuitableWorker``,
-``JobFailed``, ``IncompleteInputs``); the master then compiles locally and counts a fallback.
+``JobFailed``, ``IncompleteInputs``), a failure of this machine's files a ``LocalError``; the
+master then compiles locally and counts a fallback with its reason.
 A compile error is not a cluster problem: it comes back as a CompileRun with a nonzero exit
 code.
 """
@@ -50,11 +51,13 @@ from distbuild.errors import (
     DistbuildError,
     IncompleteInputs,
     JobFailed,
+    LocalError,
     NoSuitableWorker,
     RemoteError,
     Unavailable,
 )
 from distbuild.fsutil import write_atomic
+from distbuild.inplace import IN_PLACE
 from distbuild.master.inputs import Inputs, missed_input, package_inputs, probe_inputs
 from distbuild.master.runner import CompileJob, CompileRun, CompileRunner
 from distbuild.reapi.cas_client import RemoteCAS
@@ -65,7 +68,6 @@ from distbuild.scheduler.action_builder import InputFile, PreparedAction, prepar
 from distbuild.scheduler.client import default_client_id
 from distbuild.toolchain.ship import ship_toolchain
 from distbuild.worker.blob_cache import CachedStore
-from distbuild.worker.job_runner import IN_PLACE
 from distbuild.worker.materialize import SANDBOX_ROOT
 from distbuild.worker.platform import host_platform, rustc_toolchain_id
 
@@ -81,8 +83,12 @@ KEEP_ENV = frozenset({"PATH", "HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "CARGO"
                       "RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER",
                       "LD_LIBRARY_PATH", "TMPDIR"})
 _PATH_CHAR = r"A-Za-z0-9._+\-"
-RETRY_AFTER_S = 5.0  # after Unavailable / NoSuitableWorker, go local at once for this long
+RETRY_AFTER_S = 5.0  # after Unavailable / NoSuitableWorker, go local at once for this long,
+MAX_RETRY_AFTER_S = 60.0  # doubling while it stays so, up to this
 RECONNECT_S = 30.0  # how long to keep trying to rejoin a submitted job across a restart
+# A failed job's error kind -> what we raise (the embedded worker's local errors are ours).
+_JOB_ERRORS: dict[str, type[DistbuildError]] = {
+    "NoSuitableWorker": NoSuitableWorker, "LocalError": LocalError}
 
 
 class RemoteRunner:
@@ -106,12 +112,14 @@ class RemoteRunner:
         self.store = CachedStore(cache or local_cas(cfg), self.cas, shared=shared_cache)
         self.executions = ExecutionClient(self._channel, client_id=client_id or
                                           default_client_id(),
-                                          where=f"scheduler at {self.addr}")
+                                          where=f"scheduler at {self.addr}",
+                                          first_reply_s=cfg.scheduler.unresponsive_timeout)
         self._digests: dict[tuple[str, int, int, int], Digest] = {}
         self._toolchains: dict[str, str] = {}
         self._lock = threading.Lock()
         self._down_until = 0.0
-        self._down_reason = ""
+        self._down_for = 0.0
+        self._down_error: Unavailable = Unavailable("")
 
     def close(self) -> None:
         self._channel.close()
@@ -120,14 +128,21 @@ class RemoteRunner:
         """Compile remotely; raises RemoteError for anything the cluster got wrong."""
         start = time.monotonic()
         if start < self._down_until:
-            raise Unavailable(f"scheduler at {self.addr} was unavailable moments ago "
-                              f"({self._down_reason}); compiling locally")
+            raise type(self._down_error)(
+                f"scheduler at {self.addr} was unavailable moments ago "
+                f"({self._down_error}); compiling locally")
         try:
-            return self._run(job, start)
+            run = self._run(job, start)
         except Unavailable as e:
-            # Do not pay a connection attempt per compile while the cluster is down.
-            self._down_until, self._down_reason = time.monotonic() + RETRY_AFTER_S, str(e)
+            # Do not pay a connection attempt per compile while the cluster is down; the
+            # longer it stays down, the less often (a frozen one costs each attempt seconds).
+            with self._lock:
+                self._down_for = min(self._down_for * 2, MAX_RETRY_AFTER_S) \
+                    if self._down_for else RETRY_AFTER_S
+                self._down_until, self._down_error = time.monotonic() + self._down_for, e
             raise
+        self._down_for = 0.0
+        return run
 
     def _run(self, job: CompileJob, start: float) -> CompileRun:
         try:
@@ -136,7 +151,7 @@ class RemoteRunner:
             if not final.done:
                 raise JobFailed("the scheduler ended the job stream early")
             if final.error_kind or final.result is None:
-                cls = NoSuitableWorker if final.error_kind == "NoSuitableWorker" else JobFailed
+                cls = _JOB_ERRORS.get(final.error_kind, JobFailed)
                 raise cls(f"job {final.name}: {final.error_kind}: {final.error}")
             result = self._local_result(final.result)
             stderr = self._text(result.stderr_digest)
@@ -146,9 +161,11 @@ class RemoteRunner:
                     + stderr.decode(errors="replace")[-300:])
             written = self._download(result.output_files, outputs)
             stdout = self._text(result.stdout_digest)
-        except RemoteError:
+        except (RemoteError, LocalError):
             raise
-        except (DistbuildError, OSError, subprocess.SubprocessError) as e:
+        except OSError as e:  # this machine's files (a full cache disk...), not the cluster
+            raise LocalError(f"preparing or collecting a remote job failed here: {e}") from e
+        except (DistbuildError, subprocess.SubprocessError) as e:
             raise RemoteError(f"remote execution failed: {e}") from e
         return CompileRun(result.exit_code, stdout, stderr, self.where,
                           worker=result.metadata.worker, duration_s=time.monotonic() - start,
@@ -165,7 +182,8 @@ class RemoteRunner:
 
     def _follow(self, digest: Digest) -> Execution:
         """Execute and follow to the end; if the stream breaks (a scheduler restart), pick the
-        execution up again with WaitExecution for a while before giving up."""
+        execution up again with WaitExecution for a while before giving up (not after
+        silence: an ``Unresponsive`` scheduler is frozen or cut off, compile locally now)."""
         return self.executions.run(digest, timeout=self.cfg.scheduler.job_timeout + 60,
                                    reconnect_for=RECONNECT_S)
 

@@ -3,24 +3,28 @@
 The master decides *what* to run (argv with path remapping, environment, the outputs it must
 find afterwards); a runner decides *where*. The local runner runs rustc in place. A remote
 runner (see ``remote_runner.py``) ships the job to the scheduler and downloads the outputs
-to the same paths; when it raises ``RemoteError`` the master falls back to the local runner
-and counts the fallback.
+to the same paths; when it raises ``RemoteError`` (or ``LocalError``) the master falls back to
+the local runner and counts the fallback with its reason.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
+from distbuild import spawnlock
 from distbuild.cas.digest import Digest
 from distbuild.cas.store import LocalCAS
-from distbuild.config import Config, cpu_count
+from distbuild.config import EXECUTION_MODES, Config, cpu_count
 from distbuild.errors import ConfigError
+from distbuild.inplace import IN_PLACE_OUTPUTS
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +66,13 @@ class LocalRunner:
         self._slots = threading.BoundedSemaphore(jobs or cpu_count())
 
     def run(self, job: CompileJob) -> CompileRun:
-        with self._slots:
+        outputs = (os.path.join(job.cwd, o) for o in job.outputs)
+        # A fallback waits for an earlier in-place attempt of the same compile to finish
+        # writing (distbuild/inplace.py); the hold comes first so a wait takes no slot.
+        with IN_PLACE_OUTPUTS.hold(outputs), self._slots:
             start = time.monotonic()
-            proc = subprocess.run(
-                job.argv, cwd=job.cwd, env=job.env, stdin=subprocess.DEVNULL,
-                capture_output=True, check=False,
-            )
+            proc = spawnlock.run(job.argv, cwd=job.cwd, env=job.env,
+                                 stdin=subprocess.DEVNULL, capture_output=True)
             return CompileRun(proc.returncode, proc.stdout, proc.stderr, "local",
                               duration_s=time.monotonic() - start)
 
@@ -81,15 +86,13 @@ class Runners:
     close: Callable[[], None] = lambda: None
 
 
-EXECUTION_MODES = ("embedded", "sandboxed", "direct")
-
-
-def make_runners(cfg: Config, cas: LocalCAS) -> Runners:
+def make_runners(cfg: Config, cas: LocalCAS, embedded_dir: Path | None = None) -> Runners:
     """On the farm ``[remote]`` names, if any; remote with a scheduler configured; otherwise
     as ``master.execution`` says: embedded (in place, through the in-process scheduler and
     worker), sandboxed (the same, each compile in a sandbox) or direct (rustc in place, no
     scheduler). ``cas`` is the master's store, which remote runs fetch through and embedded
-    ones share."""
+    ones share; the embedded cluster keeps its state in ``embedded_dir`` (default
+    ``<home>/embedded``)."""
     local = LocalRunner(cfg.master.jobs)
     if cfg.remote.endpoint:
         # An existing REAPI farm: asked for its capabilities off the master's start-up path.
@@ -116,7 +119,7 @@ def make_runners(cfg: Config, cas: LocalCAS) -> Runners:
     def start() -> tuple[CompileRunner, Callable[[], None]]:
         from distbuild.scheduler.embedded import EmbeddedCluster
 
-        cluster = EmbeddedCluster(cfg, cas, sandboxed=sandboxed).start()
+        cluster = EmbeddedCluster(cfg, cas, sandboxed=sandboxed, data_dir=embedded_dir).start()
         runner: CompileRunner = cluster.runner(fallback=local)
         return (IncrementalInPlace(runner, local) if sandboxed else runner), cluster.stop
 

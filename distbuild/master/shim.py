@@ -7,8 +7,12 @@ Two builds of the same program (wire format in ``protocol.py``):
   ``<sys.prefix>/share/cargo-distbuild/``, with the interpreter that starts the master baked
   in. A hit costs the process and the master's work: about 5 ms.
 * **interpreted** (``wrapper/distbuild_wrap.py``): a launcher that starts Python with
-  ``-I -S`` and imports the shim from precompiled bytecode, about 12 ms per hit. Used when the
-  Rust source is not installed (a non-editable install) or rustc cannot build it.
+  ``-I -S`` and imports the shim from precompiled bytecode, about 12 ms per hit. Used when
+  rustc cannot build the compiled one.
+
+The Rust source is installed as package data (``distbuild._shim_source``) by every kind of
+install, a wheel included. When ``<sys.prefix>/share`` is not writable (a system or ``--user``
+install), the binary goes to ``$DISTBUILD_HOME/native/`` instead.
 
 The ``distbuild-wrap`` command on PATH (for ``RUSTC_WRAPPER=distbuild-wrap`` by hand) is pip's
 console script, which starts Python with site-packages: ~40 ms per invocation. ``scripts/setup``
@@ -19,6 +23,7 @@ replaces it with the compiled shim (``install_command``).
 
 from __future__ import annotations
 
+import importlib.resources
 import importlib.util
 import logging
 import os
@@ -30,7 +35,7 @@ from pathlib import Path
 
 import blake3
 
-from distbuild.config import Config
+from distbuild.config import Config, default_home
 from distbuild.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -64,27 +69,41 @@ def install_command() -> Path | None:
 
 def native_shim(build: bool = True) -> Path | None:
     """The compiled shim of this installation (built now if missing and ``build``), or None
-    when the Rust source is not installed or rustc cannot build it."""
-    source = _shim_source().with_suffix(".rs")
+    when the Rust source is missing or rustc cannot build it."""
+    source = rust_source()
     try:
         code = source.read_bytes()
     except OSError:
         return None
     key = blake3.blake3(code + b"\0" + sys.executable.encode()).hexdigest()[:16]
-    binary = NATIVE_DIR / f"distbuild-wrap-{key}"
-    if binary.exists() or not build:
-        return binary if binary.exists() else None
-    try:
-        NATIVE_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = binary.with_name(f".{binary.name}.{os.getpid()}")
-        subprocess.run(["rustc", "-O", "--edition", "2021", "-C", "strip=symbols",
-                        str(source), "-o", str(tmp)], check=True, capture_output=True,
-                       timeout=300, env={**os.environ, "DISTBUILD_PYTHON": sys.executable})
-        os.replace(tmp, binary)
-    except (OSError, subprocess.SubprocessError) as e:
-        log.warning("cannot build the compiled shim (using the Python one): %s", e)
+    name = f"distbuild-wrap-{key}"
+    dirs = (NATIVE_DIR, default_home() / "native")
+    for d in dirs:
+        if (d / name).exists():
+            return d / name
+    if not build:
         return None
-    return binary
+    error: Exception | None = None
+    for d in dirs:  # the installation's own directory, else a per-user one
+        binary = d / name
+        tmp = binary.with_name(f".{name}.{os.getpid()}")
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["rustc", "-O", "--edition", "2021", "-C", "strip=symbols",
+                            str(source), "-o", str(tmp)], check=True, capture_output=True,
+                           timeout=300, env={**os.environ, "DISTBUILD_PYTHON": sys.executable})
+            os.replace(tmp, binary)
+            return binary
+        except (OSError, subprocess.SubprocessError) as e:
+            error = e
+    log.warning("cannot build the compiled shim (using the Python one): %s", error)
+    return None
+
+
+def rust_source() -> Path:
+    """``distbuild_wrap.rs`` as installed (package data; in a checkout, a link to wrapper/)."""
+    return Path(str(importlib.resources.files("distbuild._shim_source")
+                    .joinpath("distbuild_wrap.rs")))
 
 
 def _shim_source() -> Path:

@@ -25,9 +25,10 @@ from distbuild._proto.build.bazel.remote.execution.v2 import remote_execution_pb
 from distbuild._proto.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
 from distbuild.actions import ActionResult
 from distbuild.cas.digest import BLAKE3, Digest, DigestFunction
-from distbuild.errors import JobFailed, Unavailable
+from distbuild.errors import JobFailed, Unavailable, Unresponsive
 from distbuild.reapi import convert
 from distbuild.rpc.status import error_from_rpc, failure_from_status
+from distbuild.rpc.streams import first_within
 
 METADATA_KEY = "build.bazel.remote.execution.v2.requestmetadata-bin"
 
@@ -84,8 +85,12 @@ def execution_from_operation(op: operations_pb2.Operation) -> Execution:
 
 class ExecutionClient:
     def __init__(self, channel: grpc.Channel, function: DigestFunction = BLAKE3,
-                 instance: str = "", client_id: str = "", where: str = "execution service"):
+                 instance: str = "", client_id: str = "", where: str = "execution service",
+                 first_reply_s: float = 0.0):
         self.function = function
+        # Execute and WaitExecution answer with the Operation's state at once: a stream that
+        # stays silent longer than this is given up as Unresponsive (0: no bound).
+        self.first_reply_s = first_reply_s
         self.instance = instance
         self.where = where
         self._fn = convert.function_to_proto(function)
@@ -127,6 +132,8 @@ class ExecutionClient:
         try:
             for update in self.execute(action_digest, skip_cache, timeout):
                 last = update
+        except Unresponsive:
+            raise  # frozen or cut off, not restarting: waiting for it is not worth it
         except Unavailable:
             if last is None:
                 raise
@@ -147,6 +154,8 @@ class ExecutionClient:
                     last, down_since = update, None
                     if update.done:
                         return update
+            except Unresponsive:
+                raise  # (see run)
             except Unavailable:
                 now = time.monotonic()
                 down_since = down_since or now
@@ -159,7 +168,10 @@ class ExecutionClient:
     def _stream(self, method: Callable[..., Any], req: Any,
                 timeout: float | None) -> Iterator[Execution]:
         try:
-            for op in method(req, timeout=timeout, metadata=self._metadata):
+            call = method(req, timeout=timeout, metadata=self._metadata)
+            if self.first_reply_s:
+                call = first_within(call, self.first_reply_s, self.where)
+            for op in call:
                 yield execution_from_operation(op)
         except grpc.RpcError as e:
             raise error_from_rpc(e, self.where) from e

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -119,9 +120,21 @@ def error_from_rpc(err: grpc.RpcError, what: str = "") -> DistbuildError:
     cls = getattr(errors, name, None) if name else None
     if not (isinstance(cls, type) and issubclass(cls, DistbuildError)):
         cls = _BY_CODE.get(code, errors.RemoteError)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and not name:
+        cls = errors.Unresponsive  # this call's deadline passed without an answer
     if code == grpc.StatusCode.UNAVAILABLE and not name:
-        details = f"{what + ': ' if what else ''}unreachable ({details})"
+        if _NO_ANSWER.search(details):
+            cls = errors.Unresponsive
+            details = f"{what + ': ' if what else ''}not answering ({details})"
+        else:
+            details = f"{what + ': ' if what else ''}unreachable ({details})"
     return cls(details)
+
+
+# What gRPC says when a connection died of silence (keepalive, rpc/server.py) rather than
+# being refused or closed: a frozen server or a network black hole.
+_NO_ANSWER = re.compile(r"ping timeout|keepalive|SETTINGS frame|timed out|Deadline",
+                        re.IGNORECASE)
 
 
 DOMAIN = "cargo-distbuild"

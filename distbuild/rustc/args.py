@@ -30,6 +30,7 @@ class Role(Enum):
     TARGET = "target"
     SYSROOT = "sysroot"
     UNSTABLE = "unstable"  # -Z
+    PRESENTATION = "presentation"  # how diagnostics look, not what is built: not in the key
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--target",), True, Role.TARGET),
     Flag(("--sysroot",), True, Role.SYSROOT),
     Flag(("-Z",), True, Role.UNSTABLE),
+    # Cargo passes --diagnostic-width only when stderr is a terminal (its width): a resized
+    # terminal or a piped CI build must not miss. Replay shows the first width's rendering.
+    Flag(("--diagnostic-width", "--color"), True, Role.PRESENTATION),
     Flag(("--edition", "--cfg", "--check-cfg", "--cap-lints", "--error-format", "--json",
-          "--color", "--diagnostic-width", "--remap-path-prefix", "--env-set",
+          "--remap-path-prefix", "--env-set",
           "-W", "--warn", "-A", "--allow", "-D", "--deny", "-F", "--forbid", "--force-warn",
           "--crate-attr", "--extern-location", "--remap-path-scope"), True),
     Flag(("-g", "-O", "--test"), False),
@@ -225,6 +229,8 @@ def classify(argv: list[str], cwd: str) -> Classified:
             target = value
         elif role is Role.SYSROOT:
             return NotCacheable("sysroot-override")
+        elif role is Role.PRESENTATION:
+            continue
         elif name == "--test":
             is_test = True
         key_tokens.append((canonical, value))

@@ -12,7 +12,8 @@ Inputs, in hashing order (bump KEY_VERSION whenever this list or its encoding ch
   3. the working directory, path-normalized
   4. every argument as (canonical flag, value), path-normalized, minus ``-C incremental``
      (incremental state is a local speed-up that does not change what the crate means; see
-     README "Incremental builds")
+     README "Incremental builds") and the presentation flags ``--diagnostic-width`` and
+     ``--color`` (Cargo passes the terminal's width only to a terminal)
   5. the input source path, path-normalized
   6. environment: every CARGO_* variable but those in ENV_EXCLUDED, plus ENV_RUSTC_READS,
      path-normalized, sorted by name (proc-macros may read any of them untracked)
@@ -38,7 +39,7 @@ import blake3
 from distbuild.rustc.args import Compilation
 from distbuild.rustc.paths import PathMap
 
-KEY_VERSION = "distbuild-rustc-key-1"
+KEY_VERSION = "distbuild-rustc-key-2"
 
 # Variables Cargo sets that do not change what rustc produces (or that vary per machine).
 ENV_EXCLUDED = frozenset({

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import blake3
 
+from distbuild import spawnlock
 from distbuild.errors import ExecutorUnavailable
 
 
@@ -107,10 +108,10 @@ class ToolchainRegistry:
         run_env = {k: v for k, v in (env or os.environ).items()
                    if k.startswith(("RUSTUP_", "PATH", "HOME"))}
         try:
-            version = subprocess.run([rustc, "-vV"], capture_output=True, text=True, check=True,
-                                     env=run_env).stdout
-            sysroot = subprocess.run([rustc, "--print", "sysroot"], capture_output=True,
-                                     text=True, check=True, env=run_env).stdout.strip()
+            version = spawnlock.run([rustc, "-vV"], capture_output=True, text=True, check=True,
+                                    env=run_env).stdout
+            sysroot = spawnlock.run([rustc, "--print", "sysroot"], capture_output=True,
+                                    text=True, check=True, env=run_env).stdout.strip()
         except (OSError, subprocess.CalledProcessError) as e:
             raise ExecutorUnavailable(f"cannot run {rustc} to identify the toolchain: {e}") from e
         files = _lib_files(sysroot)

@@ -98,7 +98,8 @@ class SchedulerClient:
         self._owns = channel is None
         self.stub = pb_grpc.SchedulerStub(self.channel)
         self.execution = ExecutionClient(self.channel, function, client_id=self.client_id,
-                                         where=f"scheduler at {addr}")
+                                         where=f"scheduler at {addr}",
+                                         first_reply_s=cfg.scheduler.unresponsive_timeout)
         self.timeout = timeout
 
     def __enter__(self) -> SchedulerClient:

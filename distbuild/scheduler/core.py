@@ -13,7 +13,11 @@ dies within ``FLUSH_INTERVAL``, which at worst re-runs a job.
 
 Retries: a job whose worker is lost (missed heartbeats) or that failed for an infrastructure
 reason goes back to the front of its client's queue, at most ``max_attempts`` runs in all. A
-compile error is a completed job with a nonzero exit code and is never retried.
+compile error is a completed job with a nonzero exit code and is never retried. An in-place
+job (``execution=in-place``: the master's embedded worker compiling in its own files) is never
+retried either: a "lost" attempt may still be writing those files, so it fails and the master
+decides (``distbuild/inplace.py``); after a scheduler restart its submitter is gone, so it is
+failed rather than run again.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from distbuild.errors import (
     NoSuitableWorker,
     UnknownJob,
 )
+from distbuild.inplace import IN_PLACE
 from distbuild.reapi.resources import blob_subject
 from distbuild.scheduler import affinity
 from distbuild.scheduler.fair_queue import FairQueue
@@ -112,7 +117,10 @@ class Scheduler:
             self.workers[w.worker_id] = w
         for job in self.db.load_jobs():
             self.jobs[job.job_id] = job
-            if job.state == QUEUED:
+            if not job.done and IN_PLACE in job.platform:
+                self._finish(job, FAILED, kind="JobFailed",
+                             error="an in-place job of a master that has since restarted")
+            elif job.state == QUEUED:
                 job.queued_since = now
                 self.queue.push(job.client_id, job.job_id)
             elif job.state == RUNNING:
@@ -407,7 +415,7 @@ class Scheduler:
             if result is not None:
                 job.result_blob = outcome.result_blob
                 self._finish(job, COMPLETED, result=result)
-            elif outcome.retryable and job.attempts < self.cfg.max_attempts:
+            elif outcome.retryable and self._may_retry(job):
                 self._requeue(job)
             else:
                 note = (f" (gave up after {job.attempts} attempts)"
@@ -434,9 +442,15 @@ class Scheduler:
         self.queue.push(job.client_id, job.job_id, front=True)
         self._changed(job)
 
+    def _may_retry(self, job: Job) -> bool:
+        return job.attempts < self.cfg.max_attempts and IN_PLACE not in job.platform
+
     def _retry_or_fail(self, job: Job, why: str) -> None:
-        if job.attempts < self.cfg.max_attempts:
+        if self._may_retry(job):
             self._requeue(job)
+        elif IN_PLACE in job.platform:
+            self._finish(job, FAILED, error=f"{why} (an in-place job is never retried)",
+                         kind="JobFailed")
         else:
             self._finish(job, FAILED, error=f"{why}; gave up after {job.attempts} attempts",
                          kind="JobFailed")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import replace
+from pathlib import Path
 
 from distbuild.cas.store import LocalCAS
 from distbuild.config import AuthConfig, Config, cpu_count
@@ -31,12 +32,13 @@ from distbuild.worker.agent import Worker
 
 
 class EmbeddedCluster:
-    def __init__(self, cfg: Config, cas: LocalCAS, capacity: int = 0, sandboxed: bool = False):
+    def __init__(self, cfg: Config, cas: LocalCAS, capacity: int = 0, sandboxed: bool = False,
+                 data_dir: Path | None = None):
         # A private token: nothing else on this machine may submit work to it.
         self.cfg = replace(cfg, auth=AuthConfig(token=secrets.token_hex(16)))
         self.cas = cas
         self.sandboxed = sandboxed
-        data = cfg.home / "embedded"
+        data = data_dir or cfg.home / "embedded"
         self.scheduler = SchedulerServer(self.cfg, "127.0.0.1:0", data_dir=data, cas=cas)
         self.worker = Worker(self.cfg, "embedded", self.scheduler.addr, capacity=capacity or
                              cfg.master.jobs or cpu_count(), executor="local", toolchains=(),

@@ -23,12 +23,13 @@ from distbuild.codec import action_from_proto
 from distbuild.config import Config, cpu_count
 from distbuild.errors import DistbuildError
 from distbuild.executors import make_executor
+from distbuild.inplace import IN_PLACE
 from distbuild.reapi import convert
 from distbuild.reapi.cas_client import RemoteCAS
 from distbuild.rpc.server import bind, make_channel, make_server
 from distbuild.rpc.status import error_from_rpc, failure_status, guarded
 from distbuild.worker.blob_cache import CachedStore, CachedStores
-from distbuild.worker.job_runner import IN_PLACE, JobOutcome, JobRunner
+from distbuild.worker.job_runner import JobOutcome, JobRunner
 from distbuild.worker.platform import host_platform, rustc_toolchain_id
 
 log = logging.getLogger(__name__)

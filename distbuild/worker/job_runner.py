@@ -8,6 +8,11 @@ this machine's own ``/`` and it runs in its working directory there, writing its
 they belong (Bazel's "local" strategy). Only a worker started with ``in_place=True`` (the
 master's embedded worker, which shares the master's files and CAS and takes work from nobody
 else) accepts such actions and advertises ``execution=in-place``, so a cluster never gets them.
+An in-place run holds its output paths (``distbuild/inplace.py``) so that no other run of the
+same compilation overlaps it, and none of its failures is retryable: its files are this
+machine's, and another attempt could only collide with a run that may still be writing. If
+storing its outputs fails (a full cache disk), the result is returned without them: the
+compile succeeded and its outputs are in place.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ from distbuild.errors import (
     ExecutorUnavailable,
     InvalidRequest,
     LimitExceeded,
+    LocalError,
 )
 from distbuild.executors.base import ExecSpec, Executor
+from distbuild.inplace import IN_PLACE, IN_PLACE_OUTPUTS
 from distbuild.sandbox import check_relative, resolve_inside
 from distbuild.worker.blob_cache import CachedStore, CachedStores
 from distbuild.worker.materialize import (
@@ -45,13 +52,12 @@ from distbuild.worker.materialize import (
     substitute,
     unsubstitute,
 )
-from distbuild.worker.outputs import collect_outputs
+from distbuild.worker.outputs import Outputs, collect_outputs
 
 log = logging.getLogger(__name__)
 # Executor failures that end the same way on every attempt (wasm limits, an invalid module).
 DETERMINISTIC_FAILURES = frozenset({"out of fuel", "memory limit", "output limit",
                                     "invalid module"})
-IN_PLACE = ("execution", "in-place")
 
 
 @dataclass
@@ -86,6 +92,7 @@ class JobRunner:
             ) -> JobOutcome:
         """Run ``action``, every digest of which (and of its outputs) is of ``function``."""
         sandbox: Path | None = None
+        in_place = False
         store = self.stores.get(function)
         digest = action_digest or digest_bytes(encode_action(action), function)
         try:
@@ -94,8 +101,10 @@ class JobRunner:
                 if not self.in_place:
                     raise InvalidRequest(f"worker {self.worker_id} does not run actions in "
                                          "place (execution=in-place)")
-                return JobOutcome(result=self._run(action, digest, command, Path("/"), cancel,
-                                                   store))
+                in_place = True
+                with IN_PLACE_OUTPUTS.hold("/" + p for p in rooted_outputs(command)):
+                    return JobOutcome(result=self._run(action, digest, command, Path("/"),
+                                                       cancel, store))
             sandbox = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self.work_dir))
             root = sandbox / "root"
             materialize(action.input_root_digest, root, store)
@@ -106,8 +115,11 @@ class JobRunner:
         except (ActionTimeout, ActionCancelled, LimitExceeded) as e:
             return JobOutcome(error=str(e), kind=type(e).__name__, retryable=False)
         except DistbuildError as e:
-            return JobOutcome(error=str(e), kind=type(e).__name__, retryable=True)
+            return JobOutcome(error=str(e), kind=type(e).__name__, retryable=not in_place)
         except OSError as e:
+            if in_place:  # this machine's own files: another attempt cannot fare better
+                return JobOutcome(error=f"worker {self.worker_id}: {e}",
+                                  kind=LocalError.__name__)
             return JobOutcome(error=f"worker {self.worker_id}: {e}", kind="ExecutionError",
                               retryable=True)
         finally:
@@ -163,7 +175,15 @@ class JobRunner:
             raise (LimitExceeded if deterministic else ExecutionError)(
                 f"{outcome.failure}: {tail}")
         placeholder = sandbox and _uses_placeholder(command)
-        collected = collect_outputs(root, outputs, store, placeholder=placeholder)
+        try:
+            collected = collect_outputs(root, outputs, store, placeholder=placeholder)
+        except OSError as e:
+            if sandbox:
+                raise
+            # In place the outputs are where they belong: the compile succeeded, return it
+            # (the master stores them itself, or returns the result uncached).
+            log.warning("outputs of an in-place run not stored (%s); returned without them", e)
+            collected = Outputs()
         files = tuple(replace(f, path=posixpath.relpath(f.path, wd)) if wd else f
                       for f in collected.files)
         dirs = tuple(replace(d, path=posixpath.relpath(d.path, wd)) if wd else d

@@ -128,9 +128,15 @@ def test_no_suitable_worker_falls_back(tmp_path: Path, cluster: Cluster,
     assert stats["fallbacks"] > 0, stats
 
 
+def _embedded_dir(db: Distbuild) -> Path:
+    """The embedded cluster's state (one directory per configuration served; one here)."""
+    (found,) = (db.home / "embedded").iterdir()
+    return found
+
+
 def _embedded_jobs(db: Distbuild) -> list[tuple[str, str]]:
     """(state, worker) of every job the master's embedded scheduler ran."""
-    state = sqlite3.connect(str(db.home / "embedded" / "state.db"))
+    state = sqlite3.connect(str(_embedded_dir(db) / "state.db"))
     try:
         return state.execute("SELECT state, worker_id FROM jobs").fetchall()
     finally:
@@ -158,7 +164,7 @@ def test_embedded_cluster_builds_fixture_in_place(tmp_path: Path,
     rows = _embedded_jobs(db)
     assert sorted(set(rows)) == [("COMPLETED", "embedded")] and len(rows) == 8, rows
     assert len(list((ws / "target" / "debug" / "incremental").iterdir())) >= 6
-    assert list((db.home / "embedded" / "worker" / "sandboxes").iterdir()) == []
+    assert list((_embedded_dir(db) / "worker" / "sandboxes").iterdir()) == []
 
 
 def test_sandboxed_embedded_cluster_builds_fixture(tmp_path: Path,

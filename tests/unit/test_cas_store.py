@@ -140,3 +140,49 @@ def test_lru_touch_on_read(tmp_path: Path) -> None:
     os.utime(cas.path_of(d), (1000, 1000))
     cas.get_bytes(d)
     assert cas.path_of(d).stat().st_mtime > time.time() - 60
+
+
+def _aged(cas: LocalCAS, data: bytes, age_s: float) -> Digest:
+    """A blob last used ``age_s`` seconds ago."""
+    d = cas.put_bytes(data)
+    t = time.time() - age_s
+    os.utime(cas.path_of(d), (t, t))
+    return d
+
+
+def test_verify_keeps_lru_order(tmp_path: Path) -> None:
+    """`verify` reads every blob but marks none as used: the next gc still evicts the least
+    recently used first."""
+    cas = LocalCAS(tmp_path, gc_target=1.0)
+    oldest = _aged(cas, b"a" * 100, 3000)
+    middle = _aged(cas, b"b" * 100, 2000)
+    newest = _aged(cas, b"c" * 100, 1000)
+    before = {d: cas.path_of(d).stat().st_mtime for d in (oldest, middle, newest)}
+    assert cas.verify().checked == 3
+    assert {d: cas.path_of(d).stat().st_mtime for d in before} == before
+    report = cas.gc(max_size=200)
+    assert report.removed == 1
+    assert (cas.contains(oldest), cas.contains(middle), cas.contains(newest)) == (
+        False, True, True)
+
+
+def test_stray_files_are_skipped_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                           ) -> None:
+    """A stray file in blobs/, a non-hash name in a shard, a directory or a blob in the wrong
+    shard: list, verify and gc skip each with a warning and go on."""
+    cas = LocalCAS(tmp_path, gc_target=1.0)
+    kept = _aged(cas, b"kept", 10)
+    gone = _aged(cas, b"x" * 1000, 5000)
+    (tmp_path / "blobs" / "README").write_text("stray")
+    (tmp_path / "blobs" / "ab").mkdir(exist_ok=True)
+    (tmp_path / "blobs" / "ab" / "notes.txt").write_text("stray")
+    (tmp_path / "blobs" / "ab" / ("ab" + "0" * 62)).mkdir()
+    wrong = tmp_path / "blobs" / "ab" / ("cd" + "0" * 62)
+    wrong.write_text("misplaced")
+    with caplog.at_level("WARNING"):
+        assert {b.digest for b in cas.list()} == {kept, gone}
+        assert cas.verify().checked == 2
+        assert cas.gc(max_size=100).removed == 1
+    assert cas.contains(kept) and not cas.contains(gone)
+    assert "notes.txt" in caplog.text and "README" in caplog.text
+    assert wrong.exists(), "a stray file is skipped, never deleted as if it were a blob"

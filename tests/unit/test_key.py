@@ -42,7 +42,7 @@ def _key(root: str = "/ws", extra: tuple[str, ...] = (), env: dict[str, str] | N
 
 def test_key_is_pinned() -> None:
     """The key of a known invocation never changes without a KEY_VERSION bump."""
-    assert KEY_VERSION == "distbuild-rustc-key-1"
+    assert KEY_VERSION == "distbuild-rustc-key-2"
     assert _key() == PINNED
 
 
@@ -51,6 +51,15 @@ def test_key_ignores_checkout_path_incremental_and_jobserver() -> None:
     assert _key("/elsewhere/checkout") == _key()
     env = dict(_env("/ws"), CARGO_MAKEFLAGS="-j --jobserver-auth=3,4")
     assert _key(env=env) == _key()
+
+
+@pytest.mark.parametrize("extra", [
+    ("--diagnostic-width=100",), ("--diagnostic-width", "250"), ("--color=always",),
+    ("--color", "never"),
+])
+def test_key_ignores_presentation_flags(extra: tuple[str, ...]) -> None:
+    """The terminal's width and the colour choice do not change what is built."""
+    assert _key(extra=extra) == _key()
 
 
 @pytest.mark.parametrize("change", [
@@ -111,7 +120,7 @@ def test_dep_info_dotdot_paths_name_the_directories_they_cross() -> None:
     assert info.via_dirs == ["/ws/src/a", "/ws/src/a/b"]
 
 
-PINNED = "fe3e1ab94a981bd886918300eea81b777bfa1c6579aadb85fe2e48ee12c677bc"
+PINNED = "107b9a362bde26c399a644af037b6012b2503555fa0607dfe5f1340ffacfd5d1"
 
 
 def test_c_prefix_map_flags_put_the_most_specific_root_last() -> None:

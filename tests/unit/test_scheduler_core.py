@@ -262,3 +262,37 @@ def test_submit_many_keeps_capacity_and_fairness(env: Env) -> None:
                if env.sched.get(o.job_id).worker_id == "b"]  # type: ignore[union-attr]
     env.sched.report("b", on_b, OK)
     assert (env.sched.get(other).state, env.sched.get(other).worker_id) == ("RUNNING", "b")
+
+
+IN_PLACE_PLATFORM = (("executor", "local"), ("execution", "in-place"), ("os", "linux"))
+
+
+def test_in_place_job_is_never_retried(env: Env) -> None:
+    """An in-place job whose worker is declared lost, or that reports a retryable error,
+    fails at once: the "lost" attempt may still be writing its files in place."""
+    env.worker("embedded", capacity=2, platform=IN_PLACE_PLATFORM)
+    lost = env.sched.submit(env.action(IN_PLACE_PLATFORM), "master").job_id
+    env.clock.now += 11
+    env.sched.reap()
+    job = env.sched.get(lost)
+    assert (job.state, job.attempts) == ("FAILED", 1)
+    assert "never retried" in job.error
+    env.worker("embedded", capacity=2, platform=IN_PLACE_PLATFORM)  # it re-registers
+    assert env.sched.get(lost).state == "FAILED", "re-run while the first may still write"
+    errored = env.sched.submit(env.action(IN_PLACE_PLATFORM), "master").job_id
+    env.sched.report("embedded", errored, None, "boom", "ExecutionError", retryable=True)
+    job = env.sched.get(errored)
+    assert (job.state, job.attempts) == ("FAILED", 1)
+
+
+def test_in_place_jobs_fail_after_a_restart(env: Env) -> None:
+    """A restarted (embedded) scheduler fails the in-place jobs it had queued or running: the
+    master that submitted them is gone, and nobody may run them in place behind a new one."""
+    env.worker("embedded", capacity=1, platform=IN_PLACE_PLATFORM)
+    running = env.sched.submit(env.action(IN_PLACE_PLATFORM), "master").job_id
+    queued = env.sched.submit(env.action(IN_PLACE_PLATFORM), "master").job_id
+    env.sched.close()
+    env.sched = env.new()
+    env.worker("embedded", capacity=1, platform=IN_PLACE_PLATFORM)
+    assert (env.sched.get(running).state, env.sched.get(queued).state) == ("FAILED", "FAILED")
+    assert env.leased("embedded") == []

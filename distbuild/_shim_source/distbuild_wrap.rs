@@ -1,0 +1,1 @@
+../../wrapper/distbuild_wrap.rs
