@@ -5,7 +5,7 @@ Where settings come from, last wins:
   2. the file named by ``DISTBUILD_CONFIG``, else ``$DISTBUILD_HOME/config.toml`` if present;
   3. environment overrides: ``DISTBUILD_HOME`` (all local state), ``DISTBUILD_SCHEDULER``
      (``host:port``, sets ``scheduler.addr``), ``DISTBUILD_TOKEN`` (``auth.token``),
-     ``DISTBUILD_CACHE_SIZE`` (``cache.max_size``).
+     ``DISTBUILD_CACHE_SIZE`` (``cache.max_size``), ``DISTBUILD_REMOTE`` (``remote.endpoint``).
 
 Every value is checked when the file is loaded (type, range, choices, that TLS files exist),
 and an error names the file, the section and the key. Each key's rule sits beside its default
@@ -154,6 +154,18 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True)
+class RemoteConfig:
+    """An existing REAPI farm (BuildGrid, Buildbarn, NativeLink, BuildBuddy) that runs the
+    master's misses (docs/reapi.md)."""
+
+    # host:port of the farm's Execution/CAS services; "" = no farm
+    endpoint: str = _key("", _address)
+    instance: str = ""  # the farm's instance name
+    # auto: BLAKE3 when the farm offers it, else SHA-256 (Capabilities decides)
+    digest_function: str = _key("auto", _one_of("auto", "blake3", "sha256"))
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     token: str = ""  # shared secret sent as gRPC metadata; empty = no auth
     tls_cert: str = _key("", _existing_file)  # PEM: serve TLS with cert + key
@@ -168,6 +180,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
 
     @property
     def cas_dir(self) -> Path:
@@ -180,7 +193,7 @@ class Config:
 
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "master": MasterConfig,
                              "scheduler": SchedulerConfig, "worker": WorkerConfig,
-                             "auth": AuthConfig}
+                             "auth": AuthConfig, "remote": RemoteConfig}
 
 
 def _value(f: Any, value: Any, where: str) -> Any:
@@ -223,7 +236,8 @@ def _section(cls: type, data: Any, where: str) -> Any:
 
 # Environment variables that override a key: (variable, section, key).
 OVERRIDES = (("DISTBUILD_SCHEDULER", "scheduler", "addr"), ("DISTBUILD_TOKEN", "auth", "token"),
-             ("DISTBUILD_CACHE_SIZE", "cache", "max_size"))
+             ("DISTBUILD_CACHE_SIZE", "cache", "max_size"),
+             ("DISTBUILD_REMOTE", "remote", "endpoint"))
 
 
 def config_path(home: Path, env: Mapping[str, str] | None = None, cwd: str = "") -> Path:

@@ -1,4 +1,4 @@
-"""``cargo-distbuild worker run`` and ``cargo-distbuild workers list``."""
+"""``cargo-distbuild worker run``, ``worker join`` (a REAPI farm's bot) and ``workers list``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,24 @@ def register(sub: Any) -> None:
                    help="rustc binaries to advertise (repeatable; default: rustc on PATH)")
     p.set_defaults(func=cmd_run)
 
+    p = w_sub.add_parser(
+        "join", help="join an existing REAPI farm (BuildGrid) as one of its bots",
+        description="Open a bot session on a farm's Remote Workers API (Bots service) and run "
+                    "the leases it hands out with this worker's executors, against the farm's "
+                    "CAS and digest function. See docs/reapi.md.")
+    p.add_argument("--farm", required=True, metavar="HOST:PORT",
+                   help="the farm's Bots endpoint (BuildGrid: its server address)")
+    p.add_argument("--instance", default="", help="the farm's instance name (default: '')")
+    p.add_argument("--id", default="",
+                   help="bot id, unique in the farm (default: HOSTNAME-distbuild)")
+    p.add_argument("--capacity", type=int, default=0,
+                   help="concurrent leases (default: [worker] capacity, 0 = CPUs)")
+    p.add_argument("--executor", choices=KINDS, action="append", default=None,
+                   help="executor kind; repeat to offer several (default: [worker] executor)")
+    p.add_argument("--toolchain", action="append", default=None, metavar="RUSTC",
+                   help="rustc binaries to advertise (repeatable; default: rustc on PATH)")
+    p.set_defaults(func=cmd_join)
+
     workers = sub.add_parser("workers", help="list the cluster's workers")
     ws_sub = workers.add_subparsers(dest="workers_command", metavar="WORKERS_COMMAND",
                                     required=True)
@@ -55,6 +73,25 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"executor {worker.kind}", flush=True)
     stop.wait()
     worker.stop()
+    return 0
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from distbuild.worker.bot import FarmBot
+
+    cfg = load_config()
+    bot = FarmBot(cfg, args.id, args.farm, instance=args.instance, capacity=args.capacity,
+                  executor=",".join(args.executor or ()),
+                  toolchains=tuple(args.toolchain or ("rustc",)))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    bot.start()
+    print(f"bot {bot.bot_id} joined {args.farm} (instance {args.instance!r}, {bot.function}), "
+          f"{bot.capacity} slots, platform "
+          + " ".join(f"{k}={v}" for k, v in bot.platform), flush=True)
+    stop.wait()
+    bot.stop()
     return 0
 
 

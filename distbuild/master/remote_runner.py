@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from distbuild.actions import OutputFile
+from distbuild.actions import ActionResult, OutputFile
 from distbuild.cas import local_cas
 from distbuild.cas.digest import Digest, digest_file
 from distbuild.cas.store import LocalCAS
@@ -147,14 +147,13 @@ class RemoteRunner:
     def _run(self, job: CompileJob, start: float) -> CompileRun:
         try:
             prepared, outputs, exact = self.prepare(job)
-            self.store.upload(prepared.blobs)
-            final = self._follow(prepared.digest)
+            final = self._execute(prepared)
             if not final.done:
                 raise JobFailed("the scheduler ended the job stream early")
             if final.error_kind or final.result is None:
                 cls = _JOB_ERRORS.get(final.error_kind, JobFailed)
                 raise cls(f"job {final.name}: {final.error_kind}: {final.error}")
-            result = final.result
+            result = self._local_result(final.result)
             stderr = self._text(result.stderr_digest)
             if result.exit_code != 0 and not exact and missed_input(stderr):
                 raise IncompleteInputs(
@@ -171,6 +170,15 @@ class RemoteRunner:
         return CompileRun(result.exit_code, stdout, stderr, self.where,
                           worker=result.metadata.worker, duration_s=time.monotonic() - start,
                           output_digests=written)
+
+    def _execute(self, prepared: PreparedAction) -> Execution:
+        """Send the blobs the server lacks, then execute and follow to the end."""
+        self.store.upload(prepared.blobs)
+        return self._follow(prepared.digest)
+
+    def _local_result(self, result: ActionResult) -> ActionResult:
+        """``result`` in the digests of the master's own CAS (a farm's may differ)."""
+        return result
 
     def _follow(self, digest: Digest) -> Execution:
         """Execute and follow to the end; if the stream breaks (a scheduler restart), pick the
@@ -194,8 +202,7 @@ class RemoteRunner:
             return self._in_place_action(job, out_map), out_map, True
         found = self._sources(job, scan)
         files: set[str] = set(found.files) | set(scan.files)
-        for d in scan.lib_dirs:
-            files.update(_loadable(d, CRATE_FILES if d in scan.crate_dirs else LOADABLE))
+        files.update(self._libraries(scan.files, scan.lib_dirs, scan.crate_dirs))
         out_dir = job.env.get("OUT_DIR")
         if out_dir and os.path.isdir(out_dir):
             for dirpath, _, names in os.walk(out_dir):
@@ -242,6 +249,16 @@ class RemoteRunner:
             working_directory=os.path.normpath(job.cwd).lstrip("/"),
             platform=(("executor", self.executor), *host_platform(), IN_PLACE),
             timeout_s=self.cfg.scheduler.job_timeout, do_not_cache=True, host_root=True)
+
+    def _libraries(self, externs: list[str], lib_dirs: list[str], crate_dirs: set[str]
+                   ) -> set[str]:
+        """What the ``-L`` directories offer the compile: every crate file in a ``-L
+        dependency=`` directory (rustc finds the dependencies of its ``--extern`` crates
+        there), every loadable file in the others."""
+        files: set[str] = set()
+        for d in lib_dirs:
+            files.update(_loadable(d, CRATE_FILES if d in crate_dirs else LOADABLE))
+        return files
 
     def _sources(self, job: CompileJob, scan: _Scan) -> Inputs:
         """The package's files, else a probe's."""

@@ -87,12 +87,23 @@ class Runners:
 
 
 def make_runners(cfg: Config, cas: LocalCAS, embedded_dir: Path | None = None) -> Runners:
-    """Remote with a scheduler configured; otherwise as ``master.execution`` says: embedded
-    (in place, through the in-process scheduler and worker), sandboxed (the same, each compile
-    in a sandbox) or direct (rustc in place, no scheduler). ``cas`` is the master's store,
-    which remote runs fetch through and embedded ones share; the embedded cluster keeps its
-    state in ``embedded_dir`` (default ``<home>/embedded``)."""
+    """On the farm ``[remote]`` names, if any; remote with a scheduler configured; otherwise
+    as ``master.execution`` says: embedded (in place, through the in-process scheduler and
+    worker), sandboxed (the same, each compile in a sandbox) or direct (rustc in place, no
+    scheduler). ``cas`` is the master's store, which remote runs fetch through and embedded
+    ones share; the embedded cluster keeps its state in ``embedded_dir`` (default
+    ``<home>/embedded``)."""
     local = LocalRunner(cfg.master.jobs)
+    if cfg.remote.endpoint:
+        # An existing REAPI farm: asked for its capabilities off the master's start-up path.
+        def start_farm() -> tuple[CompileRunner, Callable[[], None]]:
+            from distbuild.master.farm_runner import FarmRunner
+
+            farm = FarmRunner(cfg, fallback=local, cache=cas)
+            return farm, farm.close
+
+        starting = StartingRunner(start_farm, local)
+        return Runners(starting, local, starting.close)
     if cfg.scheduler.addr:
         from distbuild.master.remote_runner import RemoteRunner
 
@@ -133,7 +144,8 @@ class StartingRunner:
         try:
             self._runner, self._stop = start()
         except Exception:  # noqa: BLE001 - logged; misses then compile in place
-            log.exception("the embedded scheduler did not start; compiling in place instead")
+            log.exception("the runner for misses (embedded scheduler or farm) did not start; "
+                          "compiling in place instead")
         finally:
             self._ready.set()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distbuild.actions import Action, Command, Directory, DirectoryNode, FileNode
-from distbuild.cas.digest import Digest, digest_bytes, digest_file
+from distbuild.cas.digest import BLAKE3, Digest, DigestFunction, digest_bytes, digest_file
 from distbuild.codec import encode_action, encode_command, encode_directory
 from distbuild.sandbox import check_relative
 
@@ -48,12 +48,13 @@ class _Dir:
     dirs: dict[str, _Dir] = field(default_factory=dict)
 
 
-def build_tree(files: dict[str, InputFile], dirs: tuple[str, ...] = ()
-               ) -> tuple[Digest, dict[Digest, BlobSource]]:
+def build_tree(files: dict[str, InputFile], dirs: tuple[str, ...] = (),
+               function: DigestFunction = BLAKE3) -> tuple[Digest, dict[Digest, BlobSource]]:
     """The input-root digest and all blobs (files and Directory messages) of a tree.
 
-    ``files`` maps sandbox-relative paths to their contents; ``dirs`` lists directories that
-    must exist even when empty. Paths are checked (no '..', not absolute).
+    ``files`` maps sandbox-relative paths to their contents (digests of ``function``); ``dirs``
+    lists directories that must exist even when empty. Paths are checked (no '..', not
+    absolute).
     """
     root = _Dir()
 
@@ -80,7 +81,7 @@ def build_tree(files: dict[str, InputFile], dirs: tuple[str, ...] = ()
             files=tuple(FileNode(n, f.digest, f.is_executable) for n, f in d.files.items()),
             directories=subdirs)
         data = encode_directory(msg)
-        digest = digest_bytes(data)
+        digest = digest_bytes(data, function)
         blobs[digest] = data
         return digest
 
@@ -91,26 +92,28 @@ def prepare_action(arguments: list[str] | tuple[str, ...], files: dict[str, Inpu
                    output_paths: tuple[str, ...] = (), env: dict[str, str] | None = None,
                    working_directory: str = "", platform: tuple[tuple[str, str], ...] = (),
                    timeout_s: float = 0.0, do_not_cache: bool = False,
-                   dirs: tuple[str, ...] = (), host_root: bool = False) -> PreparedAction:
+                   dirs: tuple[str, ...] = (), host_root: bool = False,
+                   function: DigestFunction = BLAKE3) -> PreparedAction:
     """Everything needed to submit ``arguments`` as an Action (see the module docstring).
 
     ``host_root``: the action runs in place on the worker's own ``/`` (``execution=in-place``),
     so its input tree stays empty instead of spelling out the working directory.
+    ``function``: the digest function of ``files`` and of the blobs made here.
     """
     for out in output_paths:  # relative to the working directory, inside the input root
         check_relative(posixpath.normpath(posixpath.join(working_directory, out)))
     extra_dirs = (working_directory,) if working_directory and not host_root else ()
-    root, blobs = build_tree(files, dirs + extra_dirs)
+    root, blobs = build_tree(files, dirs + extra_dirs, function)
     command = Command(arguments=tuple(arguments),
                       environment=tuple(sorted((env or {}).items())),
                       output_paths=tuple(sorted(set(output_paths))),
                       working_directory=working_directory, platform=tuple(sorted(platform)))
     cmd_blob = encode_command(command)
-    cmd_digest = digest_bytes(cmd_blob)
+    cmd_digest = digest_bytes(cmd_blob, function)
     blobs[cmd_digest] = cmd_blob
     action = Action(command_digest=cmd_digest, input_root_digest=root, timeout_s=timeout_s,
                     do_not_cache=do_not_cache, platform=tuple(sorted(platform)))
     action_blob = encode_action(action)
-    digest = digest_bytes(action_blob)
+    digest = digest_bytes(action_blob, function)
     blobs[digest] = action_blob
     return PreparedAction(digest, action, command, blobs)
